@@ -228,7 +228,7 @@ def assemble(source: str, n: int, num_registers: int) -> Program:
         if len(operands) != len(kinds):
             raise AssemblyError(number, raw, f"'{mnemonic}' takes {len(kinds)} operand(s), got {len(operands)}")
         fields = {"d": 0, "a": 0, "b": 0, "imm": 0}
-        for kind, token in zip(kinds, operands):
+        for kind, token in zip(kinds, operands, strict=True):
             if kind in "dab":
                 reg = parse_register(token, num_registers)
                 if reg is None:
@@ -256,6 +256,7 @@ def assemble(source: str, n: int, num_registers: int) -> Program:
 
 def format_instruction(ins: Instruction, num_registers: int) -> str:
     """Assembly text of one instruction (used by the decompiler and error reports)."""
+
     def reg(i: int) -> str:
         return "ra" if i == num_registers - 1 else ("sp" if i == num_registers - 2 else f"r{i}")
 

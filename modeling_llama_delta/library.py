@@ -1,0 +1,357 @@
+"""The standard library Λ: readable ISA v1 assembly, one assembly unit per program.
+
+Each source opens with a `;;` block (what it computes, inputs and outputs per the library calling
+conventions, the memory it uses, its exact worst-case step count), then `.func NAME`; its entry function
+ends in `ret`, which halts because `ra` starts at the trailing `halt`. Defaults: n = 128, 8 registers
+(sp = r6, ra = r7). Programs use r0..r5 as scratch and set every register they read that is not an
+input, so garbage in non-input registers is harmless.
+
+Step counts count executed lines with the final `halt` (as `run_reference` does); the differentiable
+machine's cost is linear in them, which is why inner loops are rotated (test at the bottom) and carry no
+needless moves. Sources are string constants so the package stays self-contained as remote code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+from .assembler import OPERAND_KINDS, Program, assemble
+
+# Binary programs: r0 := r0 OP r1, the ISA's own ALU operation (div/mod by 0 give 0).
+BINARY_PROGRAMS: tuple[str, ...] = ("add", "sub", "mul", "div", "mod", "min", "max")
+_BINARY_MEANING = {
+    "add": "r0 + r1 mod n",
+    "sub": "r0 - r1 mod n",
+    "mul": "r0 * r1 mod n",
+    "div": "r0 // r1 (0 where r1 = 0)",
+    "mod": "r0 % r1 (0 where r1 = 0)",
+    "min": "the smaller of r0, r1",
+    "max": "the larger of r0, r1",
+}
+
+
+def _binary_source(op: str) -> str:
+    return f"""\
+;; {op}: r0 := {_BINARY_MEANING[op]}.
+;; In: r0, r1.  Out: r0.  Memory: none.  Steps: 3.
+.func {op}
+    {op} r0, r0, r1
+    ret
+"""
+
+
+FIB = """\
+;; fib (iterative): x_{i+1} = x_i + x_{i-1} mod n.
+;; In: r0 = x0, r1 = x1, r2 = depth >= 0.  Out: r0 = x_{depth+1} (depth 0 -> x1, depth 1 -> x0 + x1).
+;; Memory: none.  Clobbers r1, r2.
+;; Steps: 3*depth + 3, plus 1 for an even depth (unrolled twice: the pair x_{i-1}, x_i is updated in place,
+;; the newer value alternating between r1 and r0, so the loop carries no moves).
+.func fib
+    jez r2, newest_in_r1
+pair:
+    add r0, r0, r1          ; r0 := next term (newest now in r0)
+    dec r2, r2
+    jez r2, newest_in_r0
+    add r1, r0, r1          ; r1 := next term (newest now in r1)
+    dec r2, r2
+    jnz r2, pair
+newest_in_r1:
+    mov r0, r1
+newest_in_r0:
+    ret
+"""
+
+FIB_RECURSIVE = """\
+;; fib_recursive: the same sequence as fib, by genuine recursion through a stack in memory.
+;; In: r0 = x0, r1 = x1, r2 = depth >= 0, sp = stack base (0 at start).  Out: r0 = x_{depth+1}, r1 = x_depth.
+;; f(depth) returns the pair (x_{depth+1}, x_depth): f(0) = (x1, x0); f(d) = (a + b, a) where (a, b) = f(d - 1).
+;; Each level pushes ra at m[sp] and calls itself; the addition happens after the call returns.
+;; Memory: the stack m[sp .. sp+depth-1] (sp starts at 0: memory_size >= depth); sp is restored on return.
+;; Clobbers r2, r3.  Steps: 10*depth + 6 (5 down and 5 up per level, 5 for the base case, the halt).
+.func fib_recursive
+    jez r2, base
+    write sp, ra            ; push the return address
+    inc sp, sp
+    dec r2, r2
+    call fib_recursive      ; r0, r1 := x_depth, x_{depth-1}
+    add r0, r0, r1          ; x_{depth+1} = x_depth + x_{depth-1}
+    sub r1, r0, r1          ; x_depth = x_{depth+1} - x_{depth-1} (exact mod n)
+    dec sp, sp              ; pop the return address
+    read ra, sp
+    ret
+base:
+    mov r3, r0              ; (r0, r1) := (x1, x0)
+    mov r0, r1
+    mov r1, r3
+    ret
+"""
+
+STRLEN = """\
+;; strlen: length of the zero-terminated string at m[0].
+;; In: the string (characters 1..n-1), length L <= min(memory_size - 1, n - 1).  Out: r0 = L.
+;; Memory: reads m[0..L].  Clobbers r1.  Steps: 3*L + 6.
+.func strlen
+    const r0, -1            ; r0 := index - 1 (n - 1; the first inc wraps it to 0)
+scan:
+    inc r0, r0
+    read r1, r0
+    jnz r1, scan            ; stops on the terminator, at index L
+    ret
+"""
+
+COUNT = """\
+;; count: occurrences of a character in the zero-terminated string at m[0].
+;; In: r0 = character (1..n-1), the string, length L <= min(memory_size - 1, n - 1).  Out: r0 = count.
+;; Memory: reads m[0..L].  Clobbers r1..r4.  Steps: 5*L + 10.
+;; The terminator goes through the loop body too: it never matches, since characters are nonzero.
+.func count
+    mov r2, r0              ; r2 := the character
+    const r0, 0             ; r0 := count
+    const r1, 0             ; r1 := index
+scan:
+    read r3, r1
+    eq r4, r3, r2
+    add r0, r0, r4
+    inc r1, r1
+    jnz r3, scan            ; r3 = 0: that was the terminator
+    ret
+"""
+
+REVERSE = """\
+;; reverse: reverses the zero-terminated string at m[0] in place (the terminator stays).
+;; In: the string (characters 1..n-1), length L <= min(memory_size - 1, n - 1).  Out: the string reversed.
+;; Memory: m[0..L-1], reads m[L].  Clobbers r0..r3.  Steps: 3*L + 10 + 8*ceil(L/2).
+.func reverse
+    const r1, -1            ; r1 := index - 1 (n - 1; the first inc wraps it to 0)
+find_end:
+    inc r1, r1
+    read r2, r1
+    jnz r2, find_end        ; r1 := L, one past the right end
+    const r0, 0             ; r0 := i, the left end
+    jmp test
+swap:
+    dec r1, r1              ; r1 := j, the right end (j = i in the middle of an odd L: a harmless self-swap)
+    read r2, r0
+    read r3, r1
+    write r0, r3
+    write r1, r2
+    inc r0, r0
+test:
+    lt r2, r0, r1           ; while i < j + 1 (testing before the dec keeps L = 0 from wrapping)
+    jnz r2, swap
+    ret
+"""
+
+SORT = """\
+;; sort: insertion sort, ascending, of the zero-terminated string at m[0], in place (the terminator stays).
+;; In: the string (characters 1..n-1), length L <= min(memory_size - 1, n - 1).  Out: the string sorted.
+;; Memory: m[0..L-1], reads m[L] (and m[n-1] when a key reaches the front; the value is not used).
+;; Clobbers r0..r5.  Steps: 12*L - 4 + 7*S for L >= 1, where S = number of inversions (shifts);
+;; worst case (strictly decreasing) 12*L - 4 + 7*L*(L-1)/2; 5 for the empty string.
+.func sort
+    const r0, 0             ; r0 := i
+    read r1, r0
+    jez r1, done            ; the empty string is sorted
+next:
+    inc r0, r0              ; m[0..i-1] is sorted; insert m[i]
+    read r1, r0             ; r1 := key = m[i]
+    jez r1, done            ; the terminator: all sorted
+    mov r2, r0              ; r2 := j, the hole the key will fill
+    dec r3, r0              ; r3 := j - 1
+    jmp test
+shift:
+    write r2, r4            ; m[j] := m[j-1]
+    mov r2, r3              ; j := j - 1
+    dec r3, r3
+test:
+    read r4, r3             ; r4 := m[j-1] (j = 0 reads m[n-1]; the min below ignores it)
+    lt r5, r1, r4           ; key < m[j-1] ...
+    min r5, r5, r2          ; ... and j > 0 (min of a 0/1 flag and j is their AND)
+    jnz r5, shift
+    write r2, r1            ; m[j] := key
+    jmp next
+done:
+    ret
+"""
+
+SUM = """\
+;; sum: sum of a numeric array mod n.
+;; In: r0 = L (0 <= L <= memory_size), the array at m[0..L-1] (values 0..n-1).  Out: r0 = sum mod n.
+;; Memory: reads m[0..L-1], last to first.  Clobbers r1, r2.  Steps: 4*L + 5.
+.func sum
+    mov r1, r0              ; r1 := index one past the next cell to add
+    const r0, 0             ; r0 := running sum
+    jez r1, done
+add_next:
+    dec r1, r1
+    read r2, r1
+    add r0, r0, r2
+    jnz r1, add_next
+done:
+    ret
+"""
+
+PARITY = """\
+;; parity: parity of an array of bits.
+;; In: r0 = L (0 <= L <= memory_size), the bits (0/1) at m[0..L-1].  Out: r0 = (number of ones) % 2.
+;; Memory: reads m[0..L-1].  Clobbers r1, r2.  Needs n >= 3 (the constant 2).  Steps: 4*L + 7.
+;; The count of ones is at most L <= n - 1, so summing mod n is exact; one mod 2 at the end.
+.func parity
+    mov r1, r0              ; r1 := index one past the next bit
+    const r0, 0             ; r0 := number of ones
+    jez r1, done
+add_next:
+    dec r1, r1
+    read r2, r1
+    add r0, r0, r2
+    jnz r1, add_next
+done:
+    const r2, 2
+    mod r0, r0, r2
+    ret
+"""
+
+ADD_DIGITS = """\
+;; add_digits: multi-digit base-10 addition with carries, in place.
+;; In: r0 = L digits per operand, least-significant first: A at m[0..L-1], B at m[L..2L-1] (digits 0..9).
+;; Out: A + B as L+1 digits at m[0..L], least-significant first (m[L] is the final carry). Each sum digit
+;; overwrites a_i after a_i and b_i are read, and m[L] = b_0 is overwritten last, so the answer always starts
+;; at m[0], whatever L is (one answer read-out serves every length).
+;; Memory: memory_size >= 2L (at least 1).  Needs n >= 20 (a digit sum is at most 9 + 9 + 1 = 19; the 20 ROM
+;; lines fit n >= 20).
+;; Clobbers r0..r5.  Steps: 11*L + 8.
+.func add_digits
+    mov r1, r0              ; r1 := L, the offset from A to B
+    const r0, 0             ; r0 := i
+    const r2, 0             ; r2 := carry
+    const r5, 10            ; r5 := the base
+    jez r1, last            ; L = 0: the sum is the single digit 0
+digit:
+    read r3, r0             ; a_i
+    add r3, r3, r2          ; a_i + carry
+    add r4, r0, r1          ; r4 := address of b_i
+    read r2, r4             ; b_i (the carry is already added in)
+    add r3, r3, r2          ; s := a_i + b_i + carry
+    div r2, r3, r5          ; carry := s // 10
+    mod r3, r3, r5          ; digit := s % 10
+    write r0, r3            ; the sum's digit i replaces a_i
+    inc r0, r0
+    lt r3, r0, r1
+    jnz r3, digit           ; while i < L
+last:
+    write r0, r2            ; i = L: the final carry
+    ret
+"""
+
+LIBRARY: dict[str, str] = {
+    **{op: _binary_source(op) for op in BINARY_PROGRAMS},
+    "fib": FIB,
+    "fib_recursive": FIB_RECURSIVE,
+    "strlen": STRLEN,
+    "count": COUNT,
+    "reverse": REVERSE,
+    "sort": SORT,
+    "sum": SUM,
+    "parity": PARITY,
+    "add_digits": ADD_DIGITS,
+}
+PROGRAM_NAMES: tuple[str, ...] = tuple(LIBRARY)
+
+# name -> (what `size` measures, memory cells needed, worst-case steps with the halt), matching the `;;` blocks.
+_SIZES: dict[str, tuple[str, Callable[[int], int], Callable[[int], int]]] = {
+    **{op: ("unused", lambda s: 1, lambda s: 3) for op in BINARY_PROGRAMS},
+    "fib": ("depth", lambda d: 1, lambda d: 3 * d + 3 + (d % 2 == 0)),
+    "fib_recursive": ("depth", lambda d: max(1, d), lambda d: 10 * d + 6),
+    "strlen": ("string length", lambda s: s + 1, lambda s: 3 * s + 6),
+    "count": ("string length", lambda s: s + 1, lambda s: 5 * s + 10),
+    "reverse": ("string length", lambda s: s + 1, lambda s: 3 * s + 10 + 8 * ((s + 1) // 2)),
+    "sort": ("string length", lambda s: s + 1, lambda s: max(5, 12 * s - 4 + 7 * s * (s - 1) // 2)),
+    "sum": ("array length", lambda s: max(1, s), lambda s: 4 * s + 5),
+    "parity": ("array length", lambda s: max(1, s), lambda s: 4 * s + 7),
+    "add_digits": ("digits per operand", lambda s: max(1, 2 * s), lambda s: 11 * s + 8),
+}
+# Word sizes below which a program computes wrong values (its ROM length is a separate, larger limit).
+MIN_WORD_SIZE: dict[str, int] = {"parity": 3, "add_digits": 20}
+
+
+def library_source(name: str) -> str:
+    """Assembly text of library program `name`."""
+    if name not in LIBRARY:
+        raise KeyError(f"unknown library program {name!r}; known: {', '.join(PROGRAM_NAMES)}")
+    return LIBRARY[name]
+
+
+def size_meaning(name: str) -> str:
+    """What the `size` argument of `memory_needed` / `step_bound` counts for `name`."""
+    library_source(name)
+    return _SIZES[name][0]
+
+
+def memory_needed(name: str, size: int = 0) -> int:
+    """Fewest memory cells (the minimum `memory_size`) for an input of `size` (see `size_meaning`).
+
+    Assumes sp = 0 for `fib_recursive`, whose stack needs sp + depth cells.
+    """
+    library_source(name)
+    return _SIZES[name][1](size)
+
+
+def step_bound(name: str, size: int = 0) -> int:
+    """Worst-case executed lines, the final halt included, for an input of `size` (exact: some input meets it)."""
+    library_source(name)
+    return _SIZES[name][2](size)
+
+
+def _default_program(name: str) -> Program:
+    return assemble(library_source(name), n=128, num_registers=8)
+
+
+def min_registers(name: str) -> int:
+    """Fewest registers for `name`: its scratch registers r0..rK must stay clear of sp = r(R-2) and ra = r(R-1)."""
+    used = [
+        getattr(ins, kind)
+        for ins in _default_program(name).instructions
+        for kind in OPERAND_KINDS[ins.op]
+        if kind in "dab"
+    ]
+    scratch = [r for r in used if r < 6]  # r6, r7 here are sp and ra, named as such in the sources
+    return max(scratch) + 3
+
+
+class Machine(NamedTuple):
+    n: int
+    num_registers: int
+    memory_size: int
+
+
+def minimum_machine(name: str, size: int = 0) -> Machine:
+    """Smallest machine that runs `name` correctly on every input of `size` (see `size_meaning`).
+
+    n covers the ROM (program + trailing halt), the memory, the size itself as a register value and
+    MIN_WORD_SIZE; num_registers is `min_registers`; memory_size is `memory_needed`.
+    """
+    rom_lines = len(_default_program(name).instructions)
+    memory_size = memory_needed(name, size)
+    size_as_value = 0 if name in BINARY_PROGRAMS else size + 1  # a length or depth sits in a register
+    n = max(rom_lines, MIN_WORD_SIZE.get(name, 2), memory_size, size_as_value)
+    return Machine(n, min_registers(name), memory_size)
+
+
+def assemble_library(names: Iterable[str] | None = None, n: int = 128, num_registers: int = 8) -> dict[str, Program]:
+    """Assemble library programs (all when `names` is None) for one machine; name -> Program."""
+    names = PROGRAM_NAMES if names is None else tuple(names)
+    unknown = [name for name in names if name not in LIBRARY]
+    if unknown:
+        raise KeyError(f"unknown library program(s) {unknown}; known: {', '.join(PROGRAM_NAMES)}")
+    programs = {}
+    for name in names:
+        if n < MIN_WORD_SIZE.get(name, 2):
+            raise ValueError(f"library program {name!r} needs word size n >= {MIN_WORD_SIZE[name]}; got n = {n}")
+        if num_registers < min_registers(name):
+            raise ValueError(
+                f"library program {name!r} needs num_registers >= {min_registers(name)} "
+                f"(scratch registers plus sp and ra); got {num_registers}"
+            )
+        programs[name] = assemble(LIBRARY[name], n=n, num_registers=num_registers)
+    return programs

@@ -1,0 +1,263 @@
+"""The standard library Λ against plain Python, on the reference interpreter.
+
+Every run starts from a hostile state: non-input registers and the memory past the input hold random
+junk, and memory is as small as `memory_needed` says it may be. Step counts are checked against the
+documented bounds, and the bounds against inputs that meet them.
+"""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modeling_llama_delta.library import (
+    BINARY_PROGRAMS,
+    LIBRARY,
+    PROGRAM_NAMES,
+    assemble_library,
+    library_source,
+    memory_needed,
+    min_registers,
+    minimum_machine,
+    size_meaning,
+    step_bound,
+)
+from modeling_llama_delta.reference import ReferenceResult, binary_op, run_reference
+
+N = 128
+PROGRAMS = {n: assemble_library(n=n) for n in (128, 256)} | {20: assemble_library(["add_digits"], n=20)}
+SP = 6  # sp register index with 8 registers
+
+
+def run(
+    name: str, memory: list[int], inputs: list[int], size: int, rng: random.Random, n: int = N, memory_size=None
+) -> ReferenceResult:
+    """Run `name` with `inputs` in r0.. and junk in the other scratch registers; memory past `memory` is junk.
+
+    sp gets junk too unless the program is fib_recursive (its stack base); checks halting within the bound.
+    """
+    memory_size = memory_size or max(memory_needed(name, size), len(memory))
+    junk_memory = [rng.randrange(n) for _ in range(memory_size - len(memory))]
+    registers = inputs + [rng.randrange(n) for _ in range(6 - len(inputs))]
+    registers.append(0 if name == "fib_recursive" else rng.randrange(n))
+    result = run_reference(
+        PROGRAMS[n][name], memory_size, memory + junk_memory, registers, max_steps=step_bound(name, size) + 1
+    )
+    assert result.halted, f"{name} did not halt within {step_bound(name, size)} steps"
+    assert result.steps <= step_bound(name, size)
+    assert result.registers[SP] == registers[SP], f"{name} moved sp"
+    if name not in ("add_digits", "fib_recursive"):  # their output / stack lies past the input
+        assert result.memory[len(memory) :] == junk_memory, f"{name} wrote past its input"
+    return result
+
+
+def random_string(rng: random.Random, length: int, alphabet: list[int]) -> list[int]:
+    return [rng.choice(alphabet) for _ in range(length)]
+
+
+def string_cases(rng: random.Random, n: int = N):
+    """(characters, memory_size): full, tiny and one-letter alphabets; empty, length 1, longest possible."""
+    alphabets = [list(range(1, n)), [1, 2], [n - 1], list(range(ord("a"), ord("z") + 1))]
+    for length in [0, 1, 2, 3, n - 2, n - 1] + [rng.randrange(4, 40) for _ in range(30)]:
+        for alphabet in alphabets:
+            chars = random_string(rng, length, alphabet)
+            yield chars, length + 1  # tight memory: the terminator in the last cell
+            if length < n - 1:
+                yield chars, n
+
+
+def test_sources_are_documented_units():
+    for name in PROGRAM_NAMES:
+        lines = [line.strip() for line in library_source(name).splitlines() if line.strip()]
+        assert lines[0].startswith(";; " + name), f"{name}: no ';;' block naming it first"
+        code = [line for line in lines if not line.startswith(";")]
+        assert code[0] == f".func {name}"
+        assert "Steps:" in library_source(name)
+        for n in (128, 256):
+            program = assemble_library([name], n=n)[name]
+            assert program.functions == {name: 0}
+            assert any(ins.op == "ret" for ins in program.instructions)
+        assert size_meaning(name)
+
+
+def test_unknown_names_are_refused_with_the_known_ones():
+    with pytest.raises(KeyError, match="unknown library program 'qsort'.*sort"):
+        library_source("qsort")
+    with pytest.raises(KeyError, match=r"\['nope'\].*fib_recursive"):
+        assemble_library(["add", "nope"])
+    with pytest.raises(KeyError, match="known"):
+        step_bound("nope", 3)
+
+
+def test_minimum_machines():
+    assert set(assemble_library()) == set(LIBRARY)
+    with pytest.raises(ValueError, match="add_digits.*n >= 20"):
+        assemble_library(["add_digits"], n=16)
+    with pytest.raises(ValueError, match="sort.*num_registers >= 8"):
+        assemble_library(["sort"], num_registers=7)
+    assert min_registers("add") == 4 and min_registers("fib_recursive") == 6
+    # A program on its smallest machine still computes (sp, ra are r2, r3 here).
+    small = assemble_library(["sub"], n=16, num_registers=4)["sub"]
+    assert run_reference(small, 1, registers=[3, 5]).registers[0] == 14
+
+
+@pytest.mark.parametrize("n", [128, 256])
+def test_binary_programs(n):
+    rng = random.Random(n)
+    pairs = [(0, 0), (n - 1, n - 1), (n - 1, 0), (5, 0), (0, 7)] + [
+        (rng.randrange(n), rng.randrange(n)) for _ in range(200)
+    ]
+    for op in BINARY_PROGRAMS:
+        for x, y in pairs:
+            result = run(op, [], [x, y], 0, rng, n=n)
+            assert result.registers[0] == binary_op(op, x, y, n), (op, x, y)
+            assert result.steps == step_bound(op) == 3
+
+
+def fibonacci(x0: int, x1: int, depth: int, n: int) -> int:
+    for _ in range(depth):
+        x0, x1 = x1, (x0 + x1) % n
+    return x1
+
+
+@pytest.mark.parametrize("name", ["fib", "fib_recursive"])
+def test_fibonacci_every_depth(name):
+    rng = random.Random(1)
+    for depth in range(N):
+        for x0, x1 in [(0, 1), (rng.randrange(N), rng.randrange(N))]:
+            result = run(name, [], [x0, x1, depth], depth, rng)
+            assert result.registers[0] == fibonacci(x0, x1, depth, N), (name, x0, x1, depth)
+            assert result.steps == step_bound(name, depth)
+
+
+def test_fib_recursive_stack_from_any_base():
+    """The stack grows from sp, leaves the memory below it alone, and sp comes back."""
+    rng = random.Random(2)
+    for depth in range(0, 20):
+        base = rng.randrange(N - depth)
+        below = [rng.randrange(N) for _ in range(base)]
+        registers = [3, 4, depth, 0, 0, 0, base]
+        result = run_reference(
+            PROGRAMS[N]["fib_recursive"], N, below, registers, max_steps=step_bound("fib_recursive", depth)
+        )
+        assert result.halted and result.registers[0] == fibonacci(3, 4, depth, N)
+        assert result.registers[SP] == base and result.memory[:base] == below
+        # The deepest frame saved the caller's return address: the first frame holds the halt line.
+        if depth:
+            assert result.memory[base] == PROGRAMS[N]["fib_recursive"].halt_line
+
+
+def test_strlen_count_reverse_sort():
+    rng = random.Random(3)
+    for chars, memory_size in string_cases(rng):
+        memory, length = chars + [0], len(chars)
+        result = run("strlen", memory, [], length, rng, memory_size=memory_size)
+        assert result.registers[0] == length and result.steps == step_bound("strlen", length)
+
+        target = rng.choice(chars) if chars and rng.random() < 0.8 else rng.randrange(1, N)
+        result = run("count", memory, [target], length, rng, memory_size=memory_size)
+        assert result.registers[0] == chars.count(target) and result.steps == step_bound("count", length)
+
+        result = run("reverse", memory, [], length, rng, memory_size=memory_size)
+        assert result.memory[: length + 1] == chars[::-1] + [0] and result.steps == step_bound("reverse", length)
+
+        result = run("sort", memory, [], length, rng, memory_size=memory_size)
+        assert result.memory[: length + 1] == sorted(chars) + [0]
+        inversions = sum(chars[i] > chars[j] for i in range(length) for j in range(i + 1, length))
+        assert result.steps == (5 if length == 0 else 12 * length - 4 + 7 * inversions)
+
+
+def test_sort_worst_case_meets_the_bound():
+    rng = random.Random(4)
+    for length in range(0, 40):
+        decreasing = list(range(length, 0, -1))
+        assert run("sort", decreasing + [0], [], length, rng).steps == step_bound("sort", length)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, N - 1), max_size=24), st.integers(0, 2**32))
+def test_sort_property(chars, seed):
+    result = run("sort", chars + [0], [], len(chars), random.Random(seed))
+    assert result.memory[: len(chars) + 1] == sorted(chars) + [0]
+
+
+@pytest.mark.parametrize("n", [128, 256])
+def test_sum_and_parity(n):
+    rng = random.Random(n + 5)
+    for length in [0, 1, 2, n - 1] + [rng.randrange(3, n) for _ in range(20)]:
+        values = [rng.randrange(n) for _ in range(length)]
+        if rng.random() < 0.3:
+            values = [n - 1] * length  # wraps many times
+        result = run("sum", values, [length], length, rng, n=n)
+        assert result.registers[0] == sum(values) % n and result.steps == step_bound("sum", length)
+
+        bits = [rng.randrange(2) for _ in range(length)]
+        result = run("parity", bits, [length], length, rng, n=n)
+        assert result.registers[0] == sum(bits) % 2 and result.steps == step_bound("parity", length)
+    # The array may fill a memory smaller than n (no terminator needed).
+    assert run("sum", [9] * 10, [10], 10, rng, memory_size=10).registers[0] == 90
+
+
+def digits_value(digits: list[int]) -> int:
+    return sum(d * 10**i for i, d in enumerate(digits))
+
+
+@pytest.mark.parametrize("n", [20, 128, 256])  # 20: the smallest ROM that holds it
+def test_add_digits(n):
+    rng = random.Random(n + 6)
+    longest = n // 2
+    for length in [0, 1, longest] + [rng.randrange(1, longest + 1) for _ in range(40)]:
+        a = [rng.randrange(10) for _ in range(length)]
+        b = [9 - d for d in a] if rng.random() < 0.3 else [rng.randrange(10) for _ in range(length)]
+        if length and rng.random() < 0.3:
+            b[0] = min(9, b[0] + 1)  # with b = 9 - a this carries through every digit
+        result = run("add_digits", a + b, [length], length, rng, n=n)
+        total = result.memory[: length + 1]
+        assert digits_value(total) == digits_value(a) + digits_value(b), (a, b, total)
+        assert all(0 <= d <= 9 for d in total) and result.memory[length + 1 : 2 * length] == b[1:]
+        assert result.steps == step_bound("add_digits", length)
+    all_nines = [9] * longest
+    result = run("add_digits", all_nines * 2, [longest], longest, rng, n=n)
+    assert result.memory[: longest + 1] == [8] + [9] * (longest - 1) + [1]
+
+
+def random_case(name: str, size: int, n: int, rng: random.Random):
+    """(memory, input registers, expected output check) for a random input of `size` on word size n."""
+    if name in BINARY_PROGRAMS:
+        x, y = rng.randrange(n), rng.randrange(n)
+        return [], [x, y], lambda r: r.registers[0] == binary_op(name, x, y, n)
+    if name in ("fib", "fib_recursive"):
+        x0, x1 = rng.randrange(n), rng.randrange(n)
+        return [], [x0, x1, size], lambda r: r.registers[0] == fibonacci(x0, x1, size, n)
+    if name in ("sum", "parity"):
+        values = [rng.randrange(n if name == "sum" else 2) for _ in range(size)]
+        return values, [size], lambda r: r.registers[0] == sum(values) % (n if name == "sum" else 2)
+    if name == "add_digits":
+        a, b = [rng.randrange(10) for _ in range(size)], [rng.randrange(10) for _ in range(size)]
+        total = digits_value(a) + digits_value(b)
+        return a + b, [size], lambda r: digits_value(r.memory[: size + 1]) == total
+    chars = [rng.randrange(1, n) for _ in range(size)]
+    target = rng.choice(chars) if chars else 1
+    expected = {
+        "strlen": lambda r: r.registers[0] == size,
+        "count": lambda r: r.registers[0] == chars.count(target),
+        "reverse": lambda r: r.memory[: size + 1] == chars[::-1] + [0],
+        "sort": lambda r: r.memory[: size + 1] == sorted(chars) + [0],
+    }[name]
+    return chars + [0], [target] if name == "count" else [], expected
+
+
+@pytest.mark.parametrize("name", PROGRAM_NAMES)
+def test_minimum_machine_is_enough(name):
+    """Each program computes on its smallest machine; one register fewer is refused."""
+    rng = random.Random(name)
+    for size in [0, 1, 2, 5, 9]:
+        machine = minimum_machine(name, size)
+        program = assemble_library([name], n=machine.n, num_registers=machine.num_registers)[name]
+        for _ in range(10):
+            memory, inputs, expected = random_case(name, size, machine.n, rng)
+            result = run_reference(program, machine.memory_size, memory, inputs, max_steps=step_bound(name, size))
+            assert result.halted and expected(result), (name, size, machine, memory, inputs)
+    with pytest.raises(ValueError, match="num_registers"):
+        assemble_library([name], num_registers=min_registers(name) - 1)
