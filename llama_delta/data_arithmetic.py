@@ -1,0 +1,173 @@
+"""`arithmetic`: one-step natural-language arithmetic mod n (paper §4.2-4.3: "Add 3 and 4")."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from modeling_llama_delta.library import minimum_machine
+
+from .data_common import (
+    AlgorithmicBuilder,
+    AlgorithmicConfig,
+    check_choice,
+    check_int,
+    make_example,
+    sample_distinct,
+    stream,
+)
+
+# The library's binary programs, r0 := r0 OP r1 (mod n; div/mod by 0 give 0), as the calling conventions say.
+OPERATIONS = ("add", "sub", "mul", "div", "mod", "min", "max")
+COMMUTATIVE = frozenset({"add", "mul", "min", "max"})
+WRAPPING = frozenset({"add", "sub", "mul"})  # the only ones whose answer can differ from the integer one
+
+# The first template of each operation is the canonical one (phrasing="fixed"); "Add 3 and 4" is the paper's.
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "add": (
+        "Add {x} and {y}.",
+        "What is {x} plus {y}?",
+        "What is {x} + {y}?",
+        "Compute the sum of {x} and {y}.",
+        "What do you get when you add {y} to {x}?",
+        "{x} plus {y} is what?",
+        "Calculate {x} + {y}.",
+        "Find the total of {x} and {y}.",
+    ),
+    "sub": (
+        "Subtract {y} from {x}.",
+        "What is {x} minus {y}?",
+        "What is {x} - {y}?",
+        "Take {y} away from {x}.",
+        "Compute the difference {x} - {y}.",
+        "What is left when {y} is subtracted from {x}?",
+        "Calculate {x} - {y}.",
+    ),
+    "mul": (
+        "Multiply {x} by {y}.",
+        "What is {x} times {y}?",
+        "What is {x} * {y}?",
+        "Compute the product of {x} and {y}.",
+        "What is {x} multiplied by {y}?",
+        "Calculate {x} * {y}.",
+    ),
+    "div": (
+        "Divide {x} by {y}.",
+        "What is {x} divided by {y}, rounded down?",
+        "What is {x} // {y}?",
+        "What is the integer quotient of {x} and {y}?",
+        "How many whole times does {y} go into {x}?",
+        "Compute {x} // {y}.",
+    ),
+    "mod": (
+        "What is {x} mod {y}?",
+        "What is the remainder when {x} is divided by {y}?",
+        "Compute {x} % {y}.",
+        "What is {x} modulo {y}?",
+        "Find the remainder of {x} divided by {y}.",
+    ),
+    "min": (
+        "What is the minimum of {x} and {y}?",
+        "Which is smaller, {x} or {y}?",
+        "What is min({x}, {y})?",
+        "Give the smaller of {x} and {y}.",
+        "Find the lesser of {x} and {y}.",
+    ),
+    "max": (
+        "What is the maximum of {x} and {y}?",
+        "Which is larger, {x} or {y}?",
+        "What is max({x}, {y})?",
+        "Give the larger of {x} and {y}.",
+        "Find the greater of {x} and {y}.",
+    ),
+}
+MODULUS_SUFFIXES = (" Work modulo {n}.", " Give the answer mod {n}.", " (mod {n})")
+
+
+def apply(op: str, x: int, y: int, n: int) -> int:
+    """The answer, per the library's calling conventions (plain Python; the tests check it against Δ's
+    reference interpreter)."""
+    if op == "add":
+        return (x + y) % n
+    if op == "sub":
+        return (x - y) % n
+    if op == "mul":
+        return (x * y) % n
+    if op == "div":
+        return x // y if y else 0
+    if op == "mod":
+        return x % y if y else 0
+    return min(x, y) if op == "min" else max(x, y)
+
+
+@dataclasses.dataclass
+class ArithmeticConfig(AlgorithmicConfig):
+    """Args:
+    size: number of distinct problems (the paper's mod-128 set has 45,151).
+    operations: which of `OPERATIONS` to draw from (uniformly over all their (x, y) pairs).
+    allow_zero_divisor: include y = 0 for div/mod (Δ gives 0 there; odd in natural language).
+    mention_modulus: append "Work modulo n." (varied) to add/sub/mul questions, whose answers wrap.
+    """
+
+    size: int = 45_151
+    operations: tuple = OPERATIONS
+    allow_zero_divisor: bool = False
+    mention_modulus: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.operations, str) or not self.operations:
+            raise ValueError(f"operations = {self.operations!r} is not allowed: a non-empty tuple from {OPERATIONS}")
+        self.operations = tuple(self.operations)
+        for op in self.operations:
+            check_choice("operations item", op, OPERATIONS)
+        if len(set(self.operations)) != len(self.operations):
+            raise ValueError(f"operations = {self.operations!r} repeats an operation")
+        check_int("size", self.size, 1, self.space)
+        need = max(minimum_machine(op).n for op in self.operations)
+        if need > self.n:
+            raise ValueError(f"n = {self.n} is too small: the library's binary programs need n >= {need}")
+
+    def pairs(self, op: str) -> int:
+        """Number of (x, y) pairs for `op`: y ranges over 1..n-1 for div/mod unless zero divisors are allowed."""
+        zero_free = op in ("div", "mod") and not self.allow_zero_divisor
+        return self.n * (self.n - 1 if zero_free else self.n)
+
+    @property
+    def space(self) -> int:
+        return sum(self.pairs(op) for op in self.operations)
+
+
+class ArithmeticBuilder(AlgorithmicBuilder):
+    """One-step arithmetic mod n over add/sub/mul/div/mod/min/max, in many phrasings. Δ's input: r0 = x,
+    r1 = y; its answer: r0. Splits are stratified by operation; "Add 3 and 4" and "Add 4 and 3" share a
+    split (commutative operations are one problem)."""
+
+    BUILDER_CONFIG_CLASS = ArithmeticConfig
+    BUILDER_CONFIGS = [ArithmeticConfig(name="arithmetic", version=AlgorithmicBuilder.VERSION)]
+    DEFAULT_CONFIG_NAME = "arithmetic"
+    TASK_NAME = "arithmetic"
+
+    def generate(self, config: ArithmeticConfig):
+        n = config.n
+        # Problem index i -> (op, x, y): the operations' pair ranges laid end to end.
+        offsets, start = [], 0
+        for op in config.operations:
+            offsets.append((start, op))
+            start += config.pairs(op)
+        words = stream(config.seed, "phrasing")
+        items = []
+        # `size` distinct problems drawn uniformly from all of them, in draw order.
+        for index in sample_distinct(stream(config.seed, "problems"), config.space, config.size):
+            base, op = next((s, o) for s, o in reversed(offsets) if s <= index)
+            x, rest = divmod(index - base, config.pairs(op) // n)
+            y = rest + 1 if op in ("div", "mod") and not config.allow_zero_divisor else rest
+            templates = TEMPLATES[op] if config.phrasing == "varied" else TEMPLATES[op][:1]
+            question = words.choice(templates).format(x=x, y=y)
+            if config.mention_modulus and op in WRAPPING:
+                suffixes = MODULUS_SUFFIXES if config.phrasing == "varied" else MODULUS_SUFFIXES[:1]
+                question += words.choice(suffixes).format(n=n)
+            result = apply(op, x, y, n)
+            example = make_example(question, str(result), [result], op, [], [x, y], "register", 0, op)
+            group = (op, *sorted((x, y))) if op in COMMUTATIVE else (op, x, y)
+            items.append((group, op, example))
+        return items, {}

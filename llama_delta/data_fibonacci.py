@@ -1,0 +1,122 @@
+"""`fibonacci`: Fibonacci-like recurrences mod n from two given numbers, by recursion depth (paper §4.1,
+Table 1: depths 1-6), as text or in the one-hot "minimal network" form (integers only)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from modeling_llama_delta.library import minimum_machine
+
+from .data_common import (
+    AlgorithmicBuilder,
+    AlgorithmicConfig,
+    check_choice,
+    check_int,
+    check_int_tuple,
+    make_example,
+    sample_distinct,
+    stream,
+)
+
+PROGRAMS = ("fib_recursive", "fib")  # the paper studies the recursive one
+# {a}, {b}: the two starting numbers x0, x1; {d}: the depth (number of additions); {k} = d + 2: the
+# 1-based position of the answer x_{d+1}; {n}: the modulus. The first template is the canonical one.
+TEMPLATES = (
+    "Start with {a} and {b}. Each next number is the sum of the previous two, mod {n}. "
+    "What is the number after {d} additions?",
+    "A sequence begins {a}, {b}, and every later term is the sum of the two terms before it, modulo {n}. "
+    "What is term {k}?",
+    "Let x0 = {a}, x1 = {b} and x(i+1) = x(i) + x(i-1) mod {n}. What is x{d1}?",
+    "Fibonacci-style sequence mod {n} with first two numbers {a} and {b}: give number {k} of the sequence.",
+    "Keep adding the last two numbers, starting from {a} and {b}, working modulo {n}. "
+    "Which number do you reach after {d} steps?",
+)
+
+
+def fibonacci(x0: int, x1: int, depth: int, n: int) -> int:
+    """x_{depth+1} where x_{i+1} = x_i + x_{i-1} mod n (the library's `fib`: depth 0 -> x1)."""
+    for _ in range(depth):
+        x0, x1 = x1, (x0 + x1) % n
+    return x1
+
+
+@dataclasses.dataclass
+class FibonacciConfig(AlgorithmicConfig):
+    """Args:
+    depths: in-distribution recursion depths (paper: 1-6), split train/validation/test.
+    ood_depths: deeper held-out depths, one test split each (`ood_depth_<d>`).
+    examples_per_depth: distinct (x0, x1) pairs per depth; None = all n*n pairs (the paper's setting).
+    ood_examples_per_depth: distinct pairs per held-out depth.
+    program: the library program named in each row.
+    text: False gives the minimal-network form: the question is just "x0 x1 depth".
+    """
+
+    depths: tuple = (1, 2, 3, 4, 5, 6)
+    ood_depths: tuple = (8, 12, 16)
+    examples_per_depth: int | None = None
+    ood_examples_per_depth: int = 1000
+    program: str = "fib_recursive"
+    text: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("program", self.program, PROGRAMS)
+        self.depths = check_int_tuple("depths", self.depths, 0)
+        self.ood_depths = check_int_tuple("ood_depths", self.ood_depths, 0, allow_empty=True)
+        for depth in self.depths + self.ood_depths:
+            # The library's own account: the depth is a register value, fib_recursive's stack takes depth cells.
+            need = minimum_machine(self.program, depth).n
+            if need > self.n:
+                raise ValueError(
+                    f"depth {depth} is too deep for n = {self.n}: library program {self.program!r} needs "
+                    f"word size n >= {need} at that depth"
+                )
+        if set(self.depths) & set(self.ood_depths):
+            raise ValueError(f"depths {self.depths} and ood_depths {self.ood_depths} overlap")
+        if self.examples_per_depth is not None:
+            check_int("examples_per_depth", self.examples_per_depth, 1, self.n * self.n)
+        check_int("ood_examples_per_depth", self.ood_examples_per_depth, 1, self.n * self.n)
+        if not isinstance(self.text, bool):
+            raise ValueError(f"text = {self.text!r} is not allowed: True or False")
+
+
+class FibonacciBuilder(AlgorithmicBuilder):
+    """x_{depth+1} of x_{i+1} = x_i + x_{i-1} mod n from x0, x1. Δ's input: r0 = x0, r1 = x1, r2 = depth;
+    its answer: r0. Splits are stratified by depth; deeper depths are held-out `ood_depth_<d>` splits."""
+
+    BUILDER_CONFIG_CLASS = FibonacciConfig
+    BUILDER_CONFIGS = [
+        FibonacciConfig(name="fibonacci", version=AlgorithmicBuilder.VERSION),
+        FibonacciConfig(name="fibonacci_minimal", version=AlgorithmicBuilder.VERSION, text=False),
+    ]
+    DEFAULT_CONFIG_NAME = "fibonacci"
+    TASK_NAME = "fibonacci"
+
+    def generate(self, config: FibonacciConfig):
+        n = config.n
+        problems, words = stream(config.seed, "problems"), stream(config.seed, "phrasing")
+        templates = TEMPLATES if config.phrasing == "varied" else TEMPLATES[:1]
+
+        def example(pair: int, depth: int) -> dict:
+            x0, x1 = divmod(pair, n)
+            if config.text:
+                fields = {"a": x0, "b": x1, "d": depth, "d1": depth + 1, "k": depth + 2, "n": n}
+                question = words.choice(templates).format(**fields)
+            else:
+                question = f"{x0} {x1} {depth}"
+            answer = fibonacci(x0, x1, depth, n)
+            return make_example(
+                question, str(answer), [answer], config.program, [], [x0, x1, depth], "register", 0, "fib", depth=depth
+            )
+
+        items = []
+        for depth in config.depths:
+            count = n * n if config.examples_per_depth is None else config.examples_per_depth
+            items += [((pair, depth), depth, example(pair, depth)) for pair in sample_distinct(problems, n * n, count)]
+        ood = {
+            f"ood_depth_{depth}": [
+                example(pair, depth) for pair in sample_distinct(problems, n * n, config.ood_examples_per_depth)
+            ]
+            for depth in config.ood_depths
+        }
+        return items, ood

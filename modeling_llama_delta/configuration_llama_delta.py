@@ -1,0 +1,106 @@
+"""`LlamaDeltaConfig`: a `LlamaConfig` plus the differentiable computer Δ and its library Λ."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import LlamaConfig
+
+from .assembler import AssemblyError, assemble
+from .library import LIBRARY
+
+ALU_BACKENDS = ("table", "structured", "circuit")
+PARSE_MODES = ("last_token", "slots")
+ANSWER_SOURCES = ("registers", "memory")
+# The paper's §4.2 calculator: one program per arithmetic operation.
+DEFAULT_PROGRAMS = ("add", "sub", "mul", "div", "mod", "min", "max")
+
+
+@strict
+class LlamaDeltaConfig(LlamaConfig):
+    r"""
+    A Llama backbone whose hidden states are parsed into the initial state of a differentiable register
+    machine Δ (Saldyt & Kambhampati, §3.4), which then runs every library program; the answer is read from
+    Δ's final state, mixed over programs by the head's selection probabilities.
+
+    delta_word_size (`int`): `n`; every value is a one-hot distribution over `0..n-1`, and the ROM has `n` lines.
+    delta_num_registers (`int`): registers `r0..r(R-1)`; `r(R-2)` is `sp`, `r(R-1)` is `ra` (ISA v1).
+    delta_memory_size (`int`): memory cells, `1..n`.
+    delta_max_steps (`int`): Δ steps per forward pass (a run stops early once every example has halted).
+    delta_alu (`str`): ALU backend, one of `table` (the paper's dense lookup), `structured` (same outputs, no
+        table), `circuit` (logic gates on binary encodings; `n` a power of two). Swappable after training.
+    delta_programs (`dict[str, str]`): library Λ, program name -> ISA v1 assembly source, each starting with
+        `.func NAME`. The sources travel with the checkpoint so that the compiled ROM can be rebuilt and checked.
+    delta_feature_layer (`int`): index into the backbone's `hidden_states` tuple feeding the head
+        (`-2`: the output of the layer before the last, as in the paper).
+    delta_parse_mode (`str`): `last_token` (the paper: one vector from the last token) or `slots` (one learned
+        query per parsed cell/register/selection, attending over all token states).
+    delta_input_cells (`int`): memory cells `m[0..k-1]` the head writes (the rest start at 0).
+    delta_input_registers (`int`): registers `r0..r(k-1)` the head writes (never `sp`/`ra`).
+    delta_answer_source (`str`): `registers` or `memory`: where the answer is read after the run.
+    delta_answer_length (`int`): answer elements, read from index 0 of `delta_answer_source`.
+    delta_checkpoint_steps (`int`): gradient checkpointing over blocks of this many Δ steps (0: off).
+    """
+
+    model_type = "llama_delta"
+
+    delta_word_size: int = 128
+    delta_num_registers: int = 8
+    delta_memory_size: int = 32
+    delta_max_steps: int = 64
+    delta_alu: str = "structured"
+    delta_programs: dict | None = None
+    delta_feature_layer: int = -2
+    delta_parse_mode: str = "last_token"
+    delta_input_cells: int = 0
+    delta_input_registers: int = 2
+    delta_answer_source: str = "registers"
+    delta_answer_length: int = 1
+    delta_checkpoint_steps: int = 0
+
+    def __post_init__(self, **kwargs):
+        if self.delta_programs is None:
+            self.delta_programs = {name: LIBRARY[name] for name in DEFAULT_PROGRAMS}
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """Every Δ field checked at construction; messages name the field, the value and the allowed range."""
+        super().validate_architecture()
+        n, registers = self.delta_word_size, self.delta_num_registers
+
+        def check_range(name: str, low: int, high: int) -> None:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{name} = {value} is out of range: allowed {low}..{high}")
+
+        def check_choice(name: str, allowed: tuple[str, ...]) -> None:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} = {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+
+        check_range("delta_word_size", 2, 4096)
+        check_range("delta_num_registers", 2, 256)
+        check_range("delta_memory_size", 1, n)
+        check_range("delta_max_steps", 1, 1_000_000)
+        check_choice("delta_alu", ALU_BACKENDS)
+        if self.delta_alu == "circuit" and n & (n - 1):
+            raise ValueError(f"delta_alu = 'circuit' needs delta_word_size a power of two, got {n}")
+        layers = self.num_hidden_layers
+        check_range("delta_feature_layer", -(layers + 1), layers)
+        check_choice("delta_parse_mode", PARSE_MODES)
+        check_range("delta_input_cells", 0, self.delta_memory_size)
+        check_range("delta_input_registers", 0, registers - 2)
+        check_choice("delta_answer_source", ANSWER_SOURCES)
+        answer_room = self.delta_memory_size if self.delta_answer_source == "memory" else registers
+        check_range("delta_answer_length", 1, answer_room)
+        check_range("delta_checkpoint_steps", 0, self.delta_max_steps)
+        if not self.delta_programs:
+            raise ValueError("delta_programs is empty: the library needs at least one program")
+        for name, source in self.delta_programs.items():
+            try:
+                program = assemble(source, n, registers)
+            except AssemblyError as error:
+                raise ValueError(f"delta_programs[{name!r}] does not assemble: {error}") from error
+            if name not in program.functions:
+                raise ValueError(f"delta_programs[{name!r}] has no '.func {name}' entry point")
+
+
+__all__ = ["LlamaDeltaConfig"]

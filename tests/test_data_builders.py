@@ -1,0 +1,294 @@
+"""The algorithmic data builders: determinism, leakage, answers (against Δ's reference interpreter
+running the named library program, and against plain Python from the question text), settings
+validation, caching, export, and the paper-sized generation time."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+from huggingface_hub import DatasetCard
+
+from llama_delta import data_arithmetic, data_common, data_fibonacci, data_sequences
+from llama_delta.data_builders import TASKS, export_dataset, get_builder, load_task, read_answer
+from modeling_llama_delta.library import assemble_library
+from modeling_llama_delta.reference import run_reference
+
+datasets.disable_progress_bars()
+
+# Small but complete settings per task (every split present, held-out lengths/depths included).
+SMALL = {
+    "arithmetic": {"size": 3000},
+    "fibonacci": {"examples_per_depth": 150, "ood_examples_per_depth": 40},
+    "fibonacci_minimal": {"examples_per_depth": 150, "ood_examples_per_depth": 40},
+    "sort": {"examples_per_length": 150, "ood_examples_per_length": 40},
+    "sort_spaced": {"examples_per_length": 150, "ood_examples_per_length": 40},
+    "parity": {"examples_per_length": 150, "ood_examples_per_length": 40},
+    "reverse": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied"},
+    "addition": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied"},
+}
+SPLITS = {}  # task -> make_splits() of its SMALL settings, shared by the tests that only read it
+
+
+def splits_of(task: str) -> dict[str, list[dict]]:
+    if task not in SPLITS:
+        SPLITS[task] = get_builder(task, **SMALL[task]).make_splits()
+    return SPLITS[task]
+
+
+def test_every_task_has_small_settings():
+    assert set(SMALL) == set(TASKS)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_deterministic_by_seed(task):
+    first = splits_of(task)
+    assert get_builder(task, **SMALL[task]).make_splits() == first
+    other = get_builder(task, seed=1, **SMALL[task]).make_splits()
+    assert list(other) == list(first)
+    assert other["train"] != first["train"]
+
+
+def test_deterministic_across_processes():
+    """Same seed, same data in a fresh interpreter with another string-hash seed (no set/dict-order leaks)."""
+    script = (
+        "import json; from llama_delta.data_builders import get_builder; "
+        "print(json.dumps(get_builder('arithmetic', size=3000).make_splits(), sort_keys=True))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    root = Path(__file__).resolve().parents[1]
+    output = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(output.stdout) == splits_of("arithmetic")
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_no_question_or_problem_in_two_splits(task):
+    splits = splits_of(task)
+    assert {"train", "validation", "test"} <= set(splits)
+    assert any(s.startswith("ood_") for s in splits) == (task != "arithmetic")  # one-step: no length or depth
+    seen_question: dict[str, str] = {}
+    seen_input: dict[tuple, str] = {}
+    for split, rows in splits.items():
+        for row in rows:
+            problem = (row["program"], tuple(row["memory"]), tuple(row["registers"]))
+            if task == "arithmetic" and row["operation"] in data_arithmetic.COMMUTATIVE:
+                problem = (row["program"], (), tuple(sorted(row["registers"])))  # "Add 3 and 4" = "Add 4 and 3"
+            assert seen_question.setdefault(row["question"], split) == split, row
+            assert seen_input.setdefault(problem, split) == split, row
+
+
+@pytest.mark.parametrize("task", ["arithmetic", "fibonacci", "sort"])
+def test_split_fractions_per_stratum(task):
+    """70/30 train/test with validation from the 70, in every operation / depth / length."""
+    splits = splits_of(task)
+    key = {"arithmetic": "operation", "fibonacci": "depth", "sort": "length"}[task]
+    counts = {split: Counter(row[key] for row in splits[split]) for split in ("train", "validation", "test")}
+    for stratum in counts["train"]:
+        total = sum(c[stratum] for c in counts.values())
+        for split, fraction in (("train", 0.6), ("validation", 0.1), ("test", 0.3)):
+            assert abs(counts[split][stratum] - fraction * total) <= 2, (stratum, split, counts)
+    held_out = {row[key] for split, rows in splits.items() if split.startswith("ood_") for row in rows}
+    assert not held_out & set(counts["train"])
+
+
+def test_spaced_and_plain_sorting_share_problems_and_splits():
+    plain, spaced = splits_of("sort"), splits_of("sort_spaced")
+    for split in plain:
+        assert [r["memory"] for r in plain[split]] == [r["memory"] for r in spaced[split]]
+        assert [r["answer_ids"] for r in plain[split]] == [r["answer_ids"] for r in spaced[split]]
+        row = spaced[split][0]
+        assert row["question"].count(" ") > row["length"] - 1 and row["answer"] == " ".join(row["answer"][::2])
+
+
+def sample_rows(task: str, count: int) -> list[dict]:
+    rows = [row for split in splits_of(task).values() for row in split]
+    return random.Random(task).sample(rows, count)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_answers_equal_reference_run_of_the_library_program(task):
+    n = get_builder(task).config.n
+    rows = sample_rows(task, 300)
+    programs = assemble_library(sorted({row["program"] for row in rows}), n=n)
+    for row in rows:
+        result = run_reference(
+            programs[row["program"]], n, row["memory"], row["registers"], entry=row["program"], max_steps=20_000
+        )
+        assert result.halted, row
+        assert read_answer(row, result.memory, result.registers) == row["answer_ids"], row
+
+
+def template_regex(template: str) -> re.Pattern:
+    """A template ("Add {x} and {y}.") as a regex whose named groups capture the fields."""
+    pattern = re.escape(template)
+    for field in re.findall(r"\{(\w+)\}", template):
+        value = r'[^"]+?' if field == "s" else r"[\d ]+?"  # strings are quoted; numbers may be spaced out
+        pattern = pattern.replace(re.escape("{" + field + "}"), f"(?P<{field}>{value})")
+    return re.compile(pattern)
+
+
+def parse(question: str, templates, suffixes=("",)) -> dict[str, str]:
+    """The fields of the one template that `question` is an instance of."""
+    matches = [
+        m.groupdict()
+        for template in templates
+        for suffix in suffixes
+        if (m := template_regex(template + suffix).fullmatch(question))
+    ]
+    assert len(matches) == 1, (question, matches)
+    return matches[0]
+
+
+PLAIN = {
+    "add": lambda x, y, n: (x + y) % n,
+    "sub": lambda x, y, n: (x - y) % n,
+    "mul": lambda x, y, n: (x * y) % n,
+    "div": lambda x, y, n: x // y,
+    "mod": lambda x, y, n: x % y,
+    "min": lambda x, y, n: min(x, y),
+    "max": lambda x, y, n: max(x, y),
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_answers_equal_plain_python_from_the_question(task):
+    """Read the problem back from the question text, solve it in plain Python, and check the answer
+    text, the answer ids and Δ's inputs against it."""
+    n = get_builder(task).config.n
+    for row in sample_rows(task, 300):
+        question, answer, ids, memory, registers = (
+            row[k] for k in ("question", "answer", "answer_ids", "memory", "registers")
+        )
+        if task == "arithmetic":
+            op = row["operation"]
+            suffixes = ("", *data_arithmetic.MODULUS_SUFFIXES) if op in ("add", "sub", "mul") else ("",)
+            fields = parse(question, data_arithmetic.TEMPLATES[op], suffixes)
+            assert fields.get("n") in (None, str(n))
+            # Operand order read from the wording itself, not from the templates' field names:
+            # "Subtract 3 from 10", "add 3 to 10", "does 3 go into 10" name the second operand first.
+            numbers = [int(v) for v in re.findall(r"\d+", question)][:2]  # the modulus, if any, comes last
+            x, y = numbers[::-1] if re.search(r" from | to | go into ", question) else numbers
+            assert registers == [x, y] and memory == []
+            expected = [PLAIN[op](x, y, n)]
+            assert answer == str(expected[0])
+        elif task.startswith("fibonacci"):
+            if task == "fibonacci":
+                fields = parse(question, data_fibonacci.TEMPLATES)
+                # Templates give the depth itself, x's index d1 = depth + 1, or the term number k = depth + 2.
+                depth = int(fields["d"]) if "d" in fields else int(fields.get("d1", fields.get("k", 0))) - 1
+                depth -= "k" in fields
+                x0, x1 = int(fields["a"]), int(fields["b"])
+                assert fields.get("n", str(n)) == str(n)
+            else:
+                x0, x1, depth = map(int, question.split())
+            sequence = [x0, x1]
+            while len(sequence) < depth + 2:
+                sequence.append((sequence[-1] + sequence[-2]) % n)
+            expected = [sequence[depth + 1]]
+            assert registers == [x0, x1, depth] and answer == str(expected[0]) and row["depth"] == depth
+        elif task in ("sort", "sort_spaced", "reverse"):
+            family = "sort" if task.startswith("sort") else "reverse"
+            chars = parse(question, data_sequences.TEMPLATES[family])["s"].replace(" ", "")
+            result = "".join(sorted(chars)) if family == "sort" else chars[::-1]
+            expected = [ord(c) for c in result]
+            assert memory == [ord(c) for c in chars] + [0] and registers == [] and row["length"] == len(chars)
+            assert answer.replace(" ", "") == result
+        elif task == "parity":
+            bits = parse(question, data_sequences.TEMPLATES["parity"])["s"]
+            expected = [bits.count("1") % 2]
+            assert memory == [int(b) for b in bits] and registers == [len(bits)] and answer == str(expected[0])
+        else:
+            fields = parse(question, data_sequences.TEMPLATES["addition"])
+            a, b = fields["a"], fields["b"]
+            assert len(a) == len(b) == row["length"] and (len(a) == 1 or a[0] != "0" and b[0] != "0")
+            total = int(a) + int(b)
+            expected = [int(d) for d in str(total).zfill(len(a) + 1)[::-1]]
+            assert memory == [int(d) for d in a[::-1] + b[::-1]] and registers == [len(a)] and answer == str(total)
+        assert ids == expected, row
+
+
+@pytest.mark.parametrize(
+    ("task", "settings", "message"),
+    [
+        ("sort", {"lengths": (0, 8)}, r"lengths\[0\] = 0 is not allowed"),
+        ("sort", {"n": 64}, r"alphabet character 'a' has code point 97, outside Δ's values 1..63"),
+        ("sort", {"ood_lengths": (200,)}, r"length 200 is too long for n = 128"),
+        ("sort", {"lengths": (8, 16)}, r"overlap"),
+        ("sort", {"separator": "a"}, r"separator = 'a' is not allowed"),
+        ("reverse", {"alphabet": "aa"}, r"repeats a character"),
+        ("parity", {"lengths": (3,), "examples_per_length": 100}, r"more than the 8 distinct parity inputs"),
+        ("addition", {"n": 16}, r"needs word size n >= 20"),
+        ("arithmetic", {"operations": ("add", "pow")}, r"operations item = 'pow' is not allowed"),
+        ("arithmetic", {"n": 8}, r"size = 45151 is not allowed: an integer 1\.\.4\d\d"),
+        ("arithmetic", {"train_fraction": 0.8, "validation_fraction": 0.2}, r"leave no test split"),
+        ("fibonacci", {"depths": (1, -2)}, r"depths\[1\] = -2"),
+        ("fibonacci", {"ood_depths": (300,)}, r"depth 300 is too deep for n = 128"),
+        ("fibonacci", {"program": "fibo"}, r"program = 'fibo' is not allowed"),
+        ("fibonacci", {"phrasing": "random"}, r"phrasing = 'random'"),
+        ("sort", {"lenghts": (8,)}, r"doesn't have a 'lenghts' key"),
+    ],
+)
+def test_bad_settings_fail_at_construction(task, settings, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        get_builder(task, cache_dir=tmp_path, **settings)
+    assert not list(tmp_path.rglob("*.arrow"))
+
+
+def test_unknown_task():
+    with pytest.raises(ValueError, match="unknown task 'sorting'; available"):
+        load_task("sorting")
+
+
+def test_load_task_caches_by_settings_and_generator_code(tmp_path, monkeypatch):
+    first = load_task("parity", cache_dir=tmp_path, **SMALL["parity"])
+    assert {name: len(rows) for name, rows in splits_of("parity").items()} == first.num_rows
+    assert first["train"].to_list() == splits_of("parity")["train"]
+    builder = get_builder("parity", tmp_path, **SMALL["parity"])
+    assert data_common.generator_hash() in builder.cache_dir and builder.info.splits  # found in the cache
+    assert get_builder("parity", tmp_path, **{**SMALL["parity"], "seed": 3}).cache_dir != builder.cache_dir
+    monkeypatch.setattr(data_common, "generator_hash", lambda: "edited")  # as if a data_*.py file changed
+    edited = get_builder("parity", tmp_path, **SMALL["parity"])
+    assert edited.cache_dir != builder.cache_dir and not edited.info.splits  # regenerates
+    only_test = load_task("parity", split="test", cache_dir=tmp_path, **SMALL["parity"])
+    assert list(only_test) == ["test"] and only_test["test"].to_list() == first["test"].to_list()
+    with pytest.raises(ValueError, match="has no split 'dev'"):
+        load_task("parity", split="dev", cache_dir=tmp_path, **SMALL["parity"])
+
+
+def test_tasks_share_one_schema(tmp_path):
+    parts = [load_task(task, "test", tmp_path, **SMALL[task])["test"] for task in ("arithmetic", "sort")]
+    assert len(datasets.concatenate_datasets(parts)) == sum(len(p) for p in parts)
+
+
+def test_export_parquet_and_card(tmp_path):
+    exported = export_dataset("sort_spaced", tmp_path / "out", cache_dir=tmp_path / "cache", **SMALL["sort_spaced"])
+    for split, part in exported.items():
+        table = pq.read_table(tmp_path / "out" / "sort_spaced" / f"{split}-00000-of-00001.parquet")
+        assert table.num_rows == part.num_rows and table.column_names == part.column_names
+    reloaded = datasets.load_dataset(str(tmp_path / "out"), "sort_spaced", cache_dir=str(tmp_path / "reload"))
+    assert {s: d.to_list() for s, d in reloaded.items()} == {s: d.to_list() for s, d in exported.items()}
+    card = DatasetCard.load(tmp_path / "out" / "README.md")
+    assert card.data.configs[0]["config_name"] == "sort_spaced" and card.data.license == "apache-2.0"
+    assert f"| ood_length_24 | {exported['ood_length_24'].num_rows} |" in card.text
+    assert '"separator": " "' in card.text and data_common.generator_hash() in card.text
+
+
+def test_paper_sized_arithmetic_generates_in_seconds(tmp_path):
+    start = time.perf_counter()
+    dataset = load_task("arithmetic", cache_dir=tmp_path)
+    elapsed = time.perf_counter() - start
+    assert sum(dataset.num_rows.values()) == 45_151
+    assert dataset["test"].num_rows == pytest.approx(0.3 * 45_151, abs=10)
+    assert elapsed < 30, f"paper-sized arithmetic took {elapsed:.1f} s"
