@@ -1,8 +1,5 @@
 """`LlamaDeltaConfig`: a `LlamaConfig` plus the differentiable computer Δ and its library Λ."""
 
-from __future__ import annotations
-
-from huggingface_hub.dataclasses import strict
 from transformers import LlamaConfig
 
 from .assembler import AssemblyError, assemble
@@ -15,7 +12,6 @@ ANSWER_SOURCES = ("registers", "memory")
 DEFAULT_PROGRAMS = ("add", "sub", "mul", "div", "mod", "min", "max")
 
 
-@strict
 class LlamaDeltaConfig(LlamaConfig):
     r"""
     A Llama backbone whose hidden states are parsed into the initial state of a differentiable register
@@ -61,14 +57,19 @@ class LlamaDeltaConfig(LlamaConfig):
         if self.delta_programs is None:
             self.delta_programs = {name: LIBRARY[name] for name in DEFAULT_PROGRAMS}
         super().__post_init__(**kwargs)
+        self.validate_delta()
 
-    def validate_architecture(self):
-        """Every Δ field checked at construction; messages name the field, the value and the allowed range."""
-        super().validate_architecture()
+    def validate_delta(self) -> None:
+        """Every Δ field checked at construction; messages name the field, the value and the allowed range.
+
+        (Plain code rather than `huggingface_hub`'s `@strict`, so the Hub copy imports only torch and transformers.)
+        """
         n, registers = self.delta_word_size, self.delta_num_registers
 
         def check_range(name: str, low: int, high: int) -> None:
             value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} = {value!r} must be an integer in {low}..{high}")
             if not low <= value <= high:
                 raise ValueError(f"{name} = {value} is out of range: allowed {low}..{high}")
 
@@ -92,7 +93,7 @@ class LlamaDeltaConfig(LlamaConfig):
         answer_room = self.delta_memory_size if self.delta_answer_source == "memory" else registers
         check_range("delta_answer_length", 1, answer_room)
         check_range("delta_checkpoint_steps", 0, self.delta_max_steps)
-        if not self.delta_programs:
+        if not isinstance(self.delta_programs, dict) or not self.delta_programs:
             raise ValueError("delta_programs is empty: the library needs at least one program")
         for name, source in self.delta_programs.items():
             try:
