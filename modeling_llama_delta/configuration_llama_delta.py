@@ -8,6 +8,7 @@ from .library import LIBRARY
 ALU_BACKENDS = ("table", "structured", "circuit")
 PARSE_MODES = ("last_token", "slots")
 ANSWER_SOURCES = ("registers", "memory")
+ANSWER_FORMATS = ("integers", "string", "digits")
 # The paper's §4.2 calculator: one program per arithmetic operation.
 DEFAULT_PROGRAMS = ("add", "sub", "mul", "div", "mod", "min", "max")
 
@@ -25,7 +26,8 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_alu (`str`): ALU backend, one of `table` (the paper's dense lookup), `structured` (same outputs, no
         table), `circuit` (logic gates on binary encodings; `n` a power of two). Swappable after training.
     delta_programs (`dict[str, str]`): library Λ, program name -> ISA v1 assembly source, each starting with
-        `.func NAME`. The sources travel with the checkpoint so that the compiled ROM can be rebuilt and checked.
+        `.func NAME`; kept sorted by name, which is the order of the selection axis.
+        The sources travel with the checkpoint so that the compiled ROM can be rebuilt and checked.
     delta_feature_layer (`int`): index into the backbone's `hidden_states` tuple feeding the head
         (`-2`: the output of the layer before the last, as in the paper).
     delta_parse_mode (`str`): `last_token` (the paper: one vector from the last token) or `slots` (one learned
@@ -34,6 +36,8 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_input_registers (`int`): registers `r0..r(k-1)` the head writes (never `sp`/`ra`).
     delta_answer_source (`str`): `registers` or `memory`: where the answer is read after the run.
     delta_answer_length (`int`): answer elements, read from index 0 of `delta_answer_source`.
+    delta_answer_format (`str`): how `solve` writes answers as text: `integers` ("7", "3 1 2"), `string`
+        (code points up to the first 0: "abbdd"), or `digits` (base-10 digits, least-significant first: "1234").
     delta_checkpoint_steps (`int`): gradient checkpointing over blocks of this many Δ steps (0: off).
     """
 
@@ -51,11 +55,15 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_input_registers: int = 2
     delta_answer_source: str = "registers"
     delta_answer_length: int = 1
+    delta_answer_format: str = "integers"
     delta_checkpoint_steps: int = 0
 
     def __post_init__(self, **kwargs):
         if self.delta_programs is None:
             self.delta_programs = {name: LIBRARY[name] for name in DEFAULT_PROGRAMS}
+        if isinstance(self.delta_programs, dict):
+            # Sorted by name: config.json sorts keys, and the ROM's program axis must survive a save/load.
+            self.delta_programs = dict(sorted(self.delta_programs.items()))
         super().__post_init__(**kwargs)
         self.validate_delta()
 
@@ -92,6 +100,7 @@ class LlamaDeltaConfig(LlamaConfig):
         check_choice("delta_answer_source", ANSWER_SOURCES)
         answer_room = self.delta_memory_size if self.delta_answer_source == "memory" else registers
         check_range("delta_answer_length", 1, answer_room)
+        check_choice("delta_answer_format", ANSWER_FORMATS)
         check_range("delta_checkpoint_steps", 0, self.delta_max_steps)
         if not isinstance(self.delta_programs, dict) or not self.delta_programs:
             raise ValueError("delta_programs is empty: the library needs at least one program")

@@ -1,0 +1,268 @@
+"""`LlamaDeltaForAlgorithmicQA`: a Llama whose hidden states are parsed into the initial state of Δ.
+
+Paper §3.4: the backbone runs, a head turns a hidden layer into one-hot classifications (Δ's initial
+memory cells and registers, and a choice of library program), Δ runs every library program, and the
+answer is read from the final state, mixed over programs by the selection. Trained on answers alone.
+"""
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import LlamaModel, LlamaPreTrainedModel
+from transformers import initialization as init
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
+from transformers.utils import ModelOutput
+
+from .assembler import assemble
+from .compiler import compile_programs
+from .configuration_llama_delta import LlamaDeltaConfig
+from .machine import DeltaMachine, DeltaTrace
+
+# Floor added to answer probabilities before the log: keeps the loss finite and its gradient bounded
+# (<= 1/eps) where Δ gives the right answer almost no mass.
+ANSWER_EPS = 1e-6
+
+
+@dataclass
+class AlgorithmicQAOutput(ModelOutput):
+    """
+    loss: cross-entropy on answer elements (only when `labels` are given).
+    answer_logits: (B, K, n) log-probabilities of each answer element, read from Δ's final state.
+    selection: (B, P) program selection probabilities.
+    halt_probability: (B,) P(halted) after the run, mixed over programs.
+    parsed_memory / parsed_registers: (B, C, n) / (B, Rin, n) the head's initial cells and registers.
+    delta_trace: per-step Δ record, when `return_delta_trace=True`.
+    """
+
+    loss: Tensor | None = None
+    answer_logits: Tensor | None = None
+    selection: Tensor | None = None
+    halt_probability: Tensor | None = None
+    parsed_memory: Tensor | None = None
+    parsed_registers: Tensor | None = None
+    delta_trace: DeltaTrace | None = None
+
+
+def last_token_states(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """(B, T, H) -> (B, H): the state of each row's last real token (left or right padding)."""
+    if attention_mask is None:
+        return hidden[:, -1]
+    positions = torch.arange(hidden.shape[1], device=hidden.device)  # (T,)
+    last = (attention_mask.to(positions.dtype) * (positions + 1)).argmax(-1)  # (B,) index of the last 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class DeltaParser(nn.Module):
+    """Hidden states -> logits for Δ's parsed cells/registers (B, S, n) and the program selection (B, P).
+
+    `last_token` (the paper): everything from one vector, the last token's state.
+    `slots`: one learned query per parsed value and one for the selection, each attending over all token
+    states, so that parsing a string into cells need not squeeze through one vector.
+    """
+
+    def __init__(self, config: LlamaDeltaConfig):
+        super().__init__()
+        h, n = config.hidden_size, config.delta_word_size
+        self.mode = config.delta_parse_mode
+        self.num_values = config.delta_input_cells + config.delta_input_registers
+        self.num_programs = len(config.delta_programs)
+        self.norm = LlamaRMSNorm(h, eps=config.rms_norm_eps)
+        if self.mode == "last_token":
+            self.values = nn.Linear(h, self.num_values * n)
+            self.select = nn.Linear(h, self.num_programs)
+        else:
+            self.queries = nn.Parameter(torch.empty(self.num_values + 1, h))  # (S + 1, H); the last selects
+            self.keys = nn.Linear(h, h, bias=False)
+            self.values = nn.Parameter(torch.empty(self.num_values, h, n))  # (S, H, n) one classifier per slot
+            self.values_bias = nn.Parameter(torch.empty(self.num_values, n))  # (S, n)
+            self.select = nn.Linear(h, self.num_programs)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        hidden = self.norm(hidden)  # (B, T, H)
+        b = hidden.shape[0]
+        if self.mode == "last_token":
+            z = last_token_states(hidden, attention_mask)  # (B, H)
+            return self.values(z).view(b, self.num_values, -1), self.select(z)  # (B, S, n), (B, P)
+        scores = torch.einsum("sh,bth->bst", self.queries, self.keys(hidden)) / math.sqrt(hidden.shape[-1])
+        if attention_mask is not None:
+            scores = scores.masked_fill(attention_mask[:, None, :] == 0, torch.finfo(scores.dtype).min)
+        read = torch.einsum("bst,bth->bsh", scores.softmax(-1), hidden)  # (B, S + 1, H)
+        values = torch.einsum("bsh,shn->bsn", read[:, :-1], self.values) + self.values_bias  # (B, S, n)
+        return values, self.select(read[:, -1])  # (B, S, n), (B, P)
+
+
+class DeltaComputerHead(nn.Module):
+    """Parser + Δ + answer read-out. The library ROM is a persistent, frozen buffer of the machine."""
+
+    def __init__(self, config: LlamaDeltaConfig):
+        super().__init__()
+        self.config = config
+        self.parser = DeltaParser(config)
+        self.machine = build_machine(config)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None, return_trace: bool = False):
+        config = self.config
+        value_logits, selection_logits = self.parser(hidden, attention_mask)
+        values = value_logits.float().softmax(-1)  # (B, S, n): Δ runs in float32 whatever the backbone's dtype
+        selection = selection_logits.float().softmax(-1)  # (B, P)
+        cells, registers = values.split([config.delta_input_cells, config.delta_input_registers], dim=1)
+        state = self.machine.start_state(
+            memory=cells if cells.shape[1] else None,
+            registers=registers if registers.shape[1] else None,
+            batch_size=values.shape[0],
+        )
+        run = self.machine(state, selection=selection, return_trace=return_trace)
+        source = run.state.registers if config.delta_answer_source == "registers" else run.state.memory
+        answer = source[:, : config.delta_answer_length]  # (B, K, n) probabilities
+        return answer, selection, run.state.halted, cells, registers, run.trace
+
+
+def build_machine(config: LlamaDeltaConfig) -> DeltaMachine:
+    """Δ as the config describes it, holding the compiled library.
+
+    Built on the CPU even inside `from_pretrained`'s meta-device context: its buffers are exact functions
+    of the config, cheap to compute and not all computable on meta tensors.
+    """
+    with torch.device("cpu"):
+        return DeltaMachine(
+            n=config.delta_word_size,
+            num_registers=config.delta_num_registers,
+            memory_size=config.delta_memory_size,
+            alu=config.delta_alu,
+            max_steps=config.delta_max_steps,
+            checkpoint_steps=config.delta_checkpoint_steps,
+            programs=config.delta_programs,
+        )
+
+
+class LlamaDeltaPreTrainedModel(LlamaPreTrainedModel):
+    config: LlamaDeltaConfig
+    config_class = LlamaDeltaConfig
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, DeltaParser) and module.mode == "slots":
+            std = self.config.initializer_range
+            init.normal_(module.queries, std=std)
+            init.normal_(module.values, std=std)
+            init.zeros_(module.values_bias)
+        if isinstance(module, DeltaMachine):
+            # Every Δ buffer (the library ROM, the control tables, the ALU's index tables) is a pure function
+            # of the config: rebuild it wherever loading did not fill it (`copy_` leaves loaded values alone).
+            fresh = dict(build_machine(self.config).named_buffers())
+            for name, buffer in module.named_buffers():
+                init.copy_(buffer, fresh[name].to(buffer.dtype))
+
+
+class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
+    """A Llama backbone + `DeltaComputerHead`; `forward` returns `AlgorithmicQAOutput`."""
+
+    # The loss is a mean over answer elements; never rescale it by accumulation steps (OFFLINE-STACK.md).
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: LlamaDeltaConfig):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.delta_head = DeltaComputerHead(config)
+        self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        model.verify_library()
+        return model
+
+    def verify_library(self) -> None:
+        """Refuse a library whose ROM buffer disagrees with (or cannot be rebuilt from) its assembly source."""
+        config, machine = self.config, self.delta_head.machine
+        rom = machine.rom_distribution()  # (P, n, F)
+        for index, (name, source) in enumerate(config.delta_programs.items()):
+            program = assemble(source, config.delta_word_size, config.delta_num_registers)
+            expected = compile_programs([program]).to(rom.device, rom.dtype)[0]  # (n, F)
+            if not torch.equal(rom[index], expected):
+                lines = (rom[index] != expected).any(-1).nonzero().flatten().tolist()
+                raise ValueError(
+                    f"library program {name!r}: the ROM buffer disagrees with its assembly source on lines "
+                    f"{lines[:10]}; the checkpoint's weights do not match its config.delta_programs"
+                )
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        return_delta_trace: bool = False,
+        **kwargs,
+    ) -> AlgorithmicQAOutput:
+        """labels: (B, K) answer elements in 0..n-1, -100 where an answer is shorter than K."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=True,
+            use_cache=False,
+            **kwargs,
+        )
+        hidden = outputs.hidden_states[self.config.delta_feature_layer]  # (B, T, H)
+        answer, selection, halted, cells, registers, trace = self.delta_head(
+            hidden, attention_mask, return_trace=return_delta_trace
+        )
+        answer_logits = torch.log(answer + ANSWER_EPS)  # (B, K, n)
+        loss = None
+        if labels is not None:
+            loss = F.nll_loss(answer_logits.flatten(0, 1), labels.flatten().to(answer_logits.device), ignore_index=-100)
+        return AlgorithmicQAOutput(loss, answer_logits, selection, halted, cells, registers, trace)
+
+    @torch.no_grad()
+    def solve(self, questions: str | Sequence[str], tokenizer, batch_size: int = 32) -> list[str]:
+        """Answer questions as text, batched: `["7", "abbdddefijll"]`.
+
+        Refuses (never truncates) a question longer than the backbone's context, and, for `integers`
+        answers, a question mentioning a number outside `0..n-1`: Δ cannot represent it.
+        """
+        questions = [questions] if isinstance(questions, str) else list(questions)
+        n, context = self.config.delta_word_size, self.config.max_position_embeddings
+        for index, question in enumerate(questions):
+            length = len(tokenizer(question)["input_ids"])
+            if length > context:
+                raise ValueError(f"question {index} has {length} tokens; the model's context is {context}")
+            if self.config.delta_answer_format == "integers":
+                for number in re.findall(r"-?\d+", question):
+                    if not 0 <= int(number) < n:
+                        raise ValueError(f"question {index} mentions {number}, outside 0..{n - 1} (the word size n)")
+        was_training = self.training
+        self.eval()
+        answers = []
+        for start in range(0, len(questions), batch_size):
+            batch = tokenizer(questions[start : start + batch_size], return_tensors="pt", padding=True)
+            batch = {key: value.to(self.device) for key, value in batch.items()}
+            values = self(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).answer_logits.argmax(-1)
+            answers.extend(format_answer(row.tolist(), self.config.delta_answer_format) for row in values)
+        self.train(was_training)
+        return answers
+
+
+def format_answer(values: list[int], answer_format: str) -> str:
+    """Answer elements -> text, per `config.delta_answer_format`."""
+    if answer_format == "string":
+        end = values.index(0) if 0 in values else len(values)
+        return "".join(chr(v) for v in values[:end])
+    if answer_format == "digits":
+        return str(sum(d * 10**i for i, d in enumerate(values)))
+    return " ".join(str(v) for v in values)
+
+
+__all__ = [
+    "AlgorithmicQAOutput",
+    "DeltaComputerHead",
+    "LlamaDeltaForAlgorithmicQA",
+    "LlamaDeltaPreTrainedModel",
+    "format_answer",
+]
