@@ -6,7 +6,7 @@ from .assembler import AssemblyError, assemble
 from .library import LIBRARY
 
 ALU_BACKENDS = ("table", "structured", "circuit")
-PARSE_MODES = ("last_token", "slots")
+PARSE_MODES = ("last_token", "slots", "tokens")
 ANSWER_SOURCES = ("registers", "memory")
 ANSWER_FORMATS = ("integers", "string", "digits")
 # The paper's §4.2 calculator: one program per arithmetic operation.
@@ -30,8 +30,11 @@ class LlamaDeltaConfig(LlamaConfig):
         The sources travel with the checkpoint so that the compiled ROM can be rebuilt and checked.
     delta_feature_layer (`int`): index into the backbone's `hidden_states` tuple feeding the head
         (`-2`: the output of the layer before the last, as in the paper).
-    delta_parse_mode (`str`): `last_token` (the paper: one vector from the last token) or `slots` (one learned
-        query per parsed cell/register/selection, attending over all token states).
+    delta_parse_mode (`str`): `last_token` (the paper: one vector from the last token), `slots` (one learned
+        query per parsed cell/register/selection, attending over all token states), or `tokens` (every token
+        emits up to `delta_elements_per_token` cell values, placed in order from m[0]; registers and selection
+        from the last token).
+    delta_elements_per_token (`int`): for `tokens` parsing, how many cell values one token can spell.
     delta_input_cells (`int`): memory cells `m[0..k-1]` the head writes (the rest start at 0).
     delta_input_registers (`int`): registers `r0..r(k-1)` the head writes (never `sp`/`ra`).
     delta_answer_source (`str`): `registers` or `memory`: where the answer is read after the run.
@@ -51,6 +54,7 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_programs: dict | None = None
     delta_feature_layer: int = -2
     delta_parse_mode: str = "last_token"
+    delta_elements_per_token: int = 1
     delta_input_cells: int = 0
     delta_input_registers: int = 2
     delta_answer_source: str = "registers"
@@ -95,7 +99,8 @@ class LlamaDeltaConfig(LlamaConfig):
         layers = self.num_hidden_layers
         check_range("delta_feature_layer", -(layers + 1), layers)
         check_choice("delta_parse_mode", PARSE_MODES)
-        check_range("delta_input_cells", 0, self.delta_memory_size)
+        check_range("delta_elements_per_token", 1, 64)
+        check_range("delta_input_cells", 1 if self.delta_parse_mode == "tokens" else 0, self.delta_memory_size)
         check_range("delta_input_registers", 0, registers - 2)
         check_choice("delta_answer_source", ANSWER_SOURCES)
         answer_room = self.delta_memory_size if self.delta_answer_source == "memory" else registers

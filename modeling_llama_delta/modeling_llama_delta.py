@@ -58,42 +58,84 @@ def last_token_states(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
 
 
 class DeltaParser(nn.Module):
-    """Hidden states -> logits for Δ's parsed cells/registers (B, S, n) and the program selection (B, P).
+    """Hidden states -> Δ's parsed cells (B, C, n), registers (B, Rin, n) and program selection (B, P),
+    all probability distributions (one-hot classifications, paper §3.4).
 
     `last_token` (the paper): everything from one vector, the last token's state.
     `slots`: one learned query per parsed value and one for the selection, each attending over all token
-    states, so that parsing a string into cells need not squeeze through one vector.
+        states, so that parsing a string into cells need not squeeze through one vector.
+    `tokens`: every token emits up to `k` elements (a gate and a value each, `k` =
+        `delta_elements_per_token`), and element number i lands in cell m[i] (`compact_elements`); registers
+        and the selection come from the last token. Position-free, so it parses strings of any length, and
+        `k > 1` lets a multi-character BPE token spell several cells.
     """
 
     def __init__(self, config: LlamaDeltaConfig):
         super().__init__()
         h, n = config.hidden_size, config.delta_word_size
         self.mode = config.delta_parse_mode
-        self.num_values = config.delta_input_cells + config.delta_input_registers
-        self.num_programs = len(config.delta_programs)
+        self.num_cells, self.num_registers = config.delta_input_cells, config.delta_input_registers
+        self.per_token = config.delta_elements_per_token
         self.norm = LlamaRMSNorm(h, eps=config.rms_norm_eps)
-        if self.mode == "last_token":
-            self.values = nn.Linear(h, self.num_values * n)
-            self.select = nn.Linear(h, self.num_programs)
-        else:
-            self.queries = nn.Parameter(torch.empty(self.num_values + 1, h))  # (S + 1, H); the last selects
+        self.select = nn.Linear(h, len(config.delta_programs))
+        if self.mode == "slots":
+            slots = self.num_cells + self.num_registers
+            self.queries = nn.Parameter(torch.empty(slots + 1, h))  # (S + 1, H); the last one selects
             self.keys = nn.Linear(h, h, bias=False)
-            self.values = nn.Parameter(torch.empty(self.num_values, h, n))  # (S, H, n) one classifier per slot
-            self.values_bias = nn.Parameter(torch.empty(self.num_values, n))  # (S, n)
-            self.select = nn.Linear(h, self.num_programs)
+            self.values = nn.Parameter(torch.empty(slots, h, n))  # (S, H, n): one classifier per slot
+            self.values_bias = nn.Parameter(torch.empty(slots, n))  # (S, n)
+        else:
+            last_token_values = self.num_registers + (self.num_cells if self.mode == "last_token" else 0)
+            self.values = nn.Linear(h, last_token_values * n)
+        if self.mode == "tokens":
+            self.elements = nn.Linear(h, self.per_token * (n + 1))  # per element: value logits and a gate logit
 
-    def forward(self, hidden: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        hidden = self.norm(hidden)  # (B, T, H)
-        b = hidden.shape[0]
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        hidden = self.norm(hidden).float()  # (B, T, H); Δ runs in float32 whatever the backbone's dtype
+        b, t, _ = hidden.shape
+        if self.mode == "slots":
+            scores = torch.einsum("sh,bth->bst", self.queries.float(), self.keys(hidden)) / math.sqrt(hidden.shape[-1])
+            if attention_mask is not None:
+                scores = scores.masked_fill(attention_mask[:, None, :] == 0, torch.finfo(scores.dtype).min)
+            read = torch.einsum("bst,bth->bsh", scores.softmax(-1), hidden)  # (B, S + 1, H)
+            values = torch.einsum("bsh,shn->bsn", read[:, :-1], self.values.float()) + self.values_bias.float()
+            cells, registers = values.softmax(-1).split([self.num_cells, self.num_registers], dim=1)
+            return cells, registers, self.select(read[:, -1]).softmax(-1)  # (B, C, n), (B, Rin, n), (B, P)
+        z = last_token_states(hidden, attention_mask)  # (B, H)
+        values = self.values(z).view(b, self.num_registers + (self.num_cells if self.mode == "last_token" else 0), -1)
+        values = values.softmax(-1)  # (B, [C +] Rin, n)
         if self.mode == "last_token":
-            z = last_token_states(hidden, attention_mask)  # (B, H)
-            return self.values(z).view(b, self.num_values, -1), self.select(z)  # (B, S, n), (B, P)
-        scores = torch.einsum("sh,bth->bst", self.queries, self.keys(hidden)) / math.sqrt(hidden.shape[-1])
-        if attention_mask is not None:
-            scores = scores.masked_fill(attention_mask[:, None, :] == 0, torch.finfo(scores.dtype).min)
-        read = torch.einsum("bst,bth->bsh", scores.softmax(-1), hidden)  # (B, S + 1, H)
-        values = torch.einsum("bsh,shn->bsn", read[:, :-1], self.values) + self.values_bias  # (B, S, n)
-        return values, self.select(read[:, -1])  # (B, S, n), (B, P)
+            cells, registers = values.split([self.num_cells, self.num_registers], dim=1)
+        else:
+            emitted = self.elements(hidden).view(b, t * self.per_token, -1)  # (B, T·k, n + 1): token-major
+            gates = emitted[..., -1].sigmoid()  # (B, T·k)
+            if attention_mask is not None:
+                gates = gates * attention_mask.repeat_interleave(self.per_token, dim=1).to(gates.dtype)
+            cells, registers = compact_elements(gates, emitted[..., :-1].softmax(-1), self.num_cells), values
+        return cells, registers, self.select(z).softmax(-1)
+
+
+def compact_elements(gates: Tensor, values: Tensor, num_cells: int) -> Tensor:
+    """Place the elements a sequence emits, in order, into cells m[0], m[1], ...; empty cells hold 0.
+
+    gates (B, S): P(position s emits an element); values (B, S, n): the element's value distribution.
+    Position s's element lands in cell i with P(exactly i elements were emitted before s) -- a
+    Poisson-binomial over the earlier gates, built by one update per position. Hard gates give the
+    exact compaction; soft ones a differentiable mixture. Returns (B, C, n) distributions.
+    """
+    b, s, n = values.shape
+    before = F.one_hot(torch.zeros(b, dtype=torch.long, device=values.device), num_cells + 1).to(values)  # (B, C+1)
+    cells = values.new_zeros(b, num_cells, n)
+    for position in range(s):
+        gate = gates[:, position, None]  # (B, 1)
+        land = gate * before[:, :num_cells]  # (B, C): P(this element lands in cell i); counts >= C overflow
+        cells = cells + land[:, :, None] * values[:, position, None, :]  # (B, C, 1) * (B, 1, n)
+        # One more element emitted with P(gate): shift the count distribution (the overflow bin absorbs).
+        shifted = torch.cat([before[:, :1] * 0, before[:, :-2], before[:, -2:].sum(-1, keepdim=True)], dim=1)
+        before = (1 - gate) * before + gate * shifted
+    filled = cells.sum(-1, keepdim=True)  # (B, C, 1) P(cell i holds an element)
+    empty = F.one_hot(torch.zeros((), dtype=torch.long, device=values.device), n).to(values)  # (n,) the value 0
+    return cells + (1 - filled) * empty
 
 
 class DeltaComputerHead(nn.Module):
@@ -107,14 +149,11 @@ class DeltaComputerHead(nn.Module):
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None, return_trace: bool = False):
         config = self.config
-        value_logits, selection_logits = self.parser(hidden, attention_mask)
-        values = value_logits.float().softmax(-1)  # (B, S, n): Δ runs in float32 whatever the backbone's dtype
-        selection = selection_logits.float().softmax(-1)  # (B, P)
-        cells, registers = values.split([config.delta_input_cells, config.delta_input_registers], dim=1)
+        cells, registers, selection = self.parser(hidden, attention_mask)
         state = self.machine.start_state(
             memory=cells if cells.shape[1] else None,
             registers=registers if registers.shape[1] else None,
-            batch_size=values.shape[0],
+            batch_size=selection.shape[0],
         )
         run = self.machine(state, selection=selection, return_trace=return_trace)
         source = run.state.registers if config.delta_answer_source == "registers" else run.state.memory
