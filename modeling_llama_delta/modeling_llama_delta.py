@@ -18,7 +18,7 @@ from transformers import initialization as init
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from transformers.utils import ModelOutput
 
-from .assembler import assemble
+from .assembler import AssemblyError, assemble
 from .compiler import compile_programs
 from .configuration_llama_delta import LlamaDeltaConfig
 from .machine import DeltaMachine, DeltaTrace
@@ -76,6 +76,7 @@ class DeltaParser(nn.Module):
         self.mode = config.delta_parse_mode
         self.num_cells, self.num_registers = config.delta_input_cells, config.delta_input_registers
         self.per_token = config.delta_elements_per_token
+        self.n = n
         self.norm = LlamaRMSNorm(h, eps=config.rms_norm_eps)
         self.select = nn.Linear(h, len(config.delta_programs))
         if self.mode == "slots":
@@ -102,7 +103,9 @@ class DeltaParser(nn.Module):
             cells, registers = values.softmax(-1).split([self.num_cells, self.num_registers], dim=1)
             return cells, registers, self.select(read[:, -1]).softmax(-1)  # (B, C, n), (B, Rin, n), (B, P)
         z = last_token_states(hidden, attention_mask)  # (B, H)
-        values = self.values(z).view(b, self.num_registers + (self.num_cells if self.mode == "last_token" else 0), -1)
+        values = self.values(z).view(
+            b, self.num_registers + (self.num_cells if self.mode == "last_token" else 0), self.n
+        )
         values = values.softmax(-1)  # (B, [C +] Rin, n)
         if self.mode == "last_token":
             cells, registers = values.split([self.num_cells, self.num_registers], dim=1)
@@ -167,21 +170,28 @@ def build_machine(config: LlamaDeltaConfig) -> DeltaMachine:
     Built on the CPU even inside `from_pretrained`'s meta-device context: its buffers are exact functions
     of the config, cheap to compute and not all computable on meta tensors.
     """
-    with torch.device("cpu"):
-        return DeltaMachine(
-            n=config.delta_word_size,
-            num_registers=config.delta_num_registers,
-            memory_size=config.delta_memory_size,
-            alu=config.delta_alu,
-            max_steps=config.delta_max_steps,
-            checkpoint_steps=config.delta_checkpoint_steps,
-            programs=config.delta_programs,
-        )
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)  # `from_pretrained(dtype=...)` sets the default dtype while building
+    try:
+        with torch.device("cpu"):
+            return DeltaMachine(
+                n=config.delta_word_size,
+                num_registers=config.delta_num_registers,
+                memory_size=config.delta_memory_size,
+                alu=config.delta_alu,
+                max_steps=config.delta_max_steps,
+                checkpoint_steps=config.delta_checkpoint_steps,
+                programs=config.delta_programs,
+            )
+    finally:
+        torch.set_default_dtype(default_dtype)
 
 
 class LlamaDeltaPreTrainedModel(LlamaPreTrainedModel):
     config: LlamaDeltaConfig
     config_class = LlamaDeltaConfig
+    # Δ runs in float32 whatever the backbone's dtype (from_pretrained(dtype=torch.bfloat16) included)
+    _keep_in_fp32_modules_strict = ["delta_head"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -206,6 +216,7 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
     accepts_loss_kwargs = False
 
     def __init__(self, config: LlamaDeltaConfig):
+        config.validate_delta()  # from_pretrained sets keyword overrides on the config after its own validation
         super().__init__(config)
         self.model = LlamaModel(config)
         self.delta_head = DeltaComputerHead(config)
@@ -213,16 +224,20 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
-        model.verify_library()
-        return model
+        loaded = super().from_pretrained(*args, **kwargs)
+        # `output_loading_info=True` returns (model, loading_info)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).verify_library()
+        return loaded
 
     def verify_library(self) -> None:
         """Refuse a library whose ROM buffer disagrees with (or cannot be rebuilt from) its assembly source."""
         config, machine = self.config, self.delta_head.machine
         rom = machine.rom_distribution()  # (P, n, F)
         for index, (name, source) in enumerate(config.delta_programs.items()):
-            program = assemble(source, config.delta_word_size, config.delta_num_registers)
+            try:
+                program = assemble(source, config.delta_word_size, config.delta_num_registers)
+            except AssemblyError as error:
+                raise ValueError(f"library program {name!r} does not assemble: {error}") from error
             expected = compile_programs([program]).to(rom.device, rom.dtype)[0]  # (n, F)
             if not torch.equal(rom[index], expected):
                 lines = (rom[index] != expected).any(-1).nonzero().flatten().tolist()
@@ -273,7 +288,7 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
             if length > context:
                 raise ValueError(f"question {index} has {length} tokens; the model's context is {context}")
             if self.config.delta_answer_format == "integers":
-                for number in re.findall(r"-?\d+", question):
+                for number in re.findall(r"(?<![\w)])-?\d+", question):
                     if not 0 <= int(number) < n:
                         raise ValueError(f"question {index} mentions {number}, outside 0..{n - 1} (the word size n)")
         was_training = self.training

@@ -1,0 +1,327 @@
+"""Export a `LlamaDeltaForAlgorithmicQA` as a Hub-ready folder, and push it.
+
+    from llama_delta.export import MeasuredResult, export_for_hub, push_to_hub
+    result = MeasuredResult(dataset="me/llama-delta-tasks", task="sort", split="test", metric="exact_match",
+                            value=0.93, num_examples=600, command="python train_sft.py --task sort --seed 0",
+                            seed=0, machine="2-core CPU, torch 2.13.0+cpu")
+    folder = export_for_hub(model, tokenizer, "outputs/hub/sort", results=[result],
+                            base_model="HuggingFaceTB/SmolLM2-135M-Instruct", datasets=["me/llama-delta-tasks"])
+    push_to_hub(folder, "me/llama-delta-sort")
+
+The folder holds the safetensors weights, `config.json` with `auto_map`, the flat remote-code files that
+`save_pretrained` copies (so `AutoModel.from_pretrained(repo, trust_remote_code=True)` needs only torch and
+transformers), the tokenizer, and `README.md`: a model card with Hub metadata (`library_name`, `base_model`,
+`tags` with `custom_code`, `datasets`, `model-index`) whose numbers are exactly the `results` passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
+
+from modeling_llama_delta import LlamaDeltaForAlgorithmicQA
+
+TASK_TYPE = "question-answering"
+TASK_NAME = "Algorithmic question answering"
+TAGS = ("custom_code", "llama", "llama-delta", "differentiable-computer", "neural-compilation", "algorithmic-reasoning")
+# What the metrics of `llama_delta.metrics` mean, for the card.
+METRIC_MEANINGS = {
+    "exact_match": "fraction of examples whose whole answer is right",
+    "element_accuracy": "fraction of answer elements (digits, characters, values) that are right, over all examples",
+}
+# A folder `push_to_hub` accepts must hold at least these (what `export_for_hub` writes).
+REQUIRED_FILES = ("README.md", "config.json", "model.safetensors")
+
+
+@dataclass(frozen=True)
+class MeasuredResult:
+    """One evaluation number and how it was measured; the card prints these fields and nothing else.
+
+    dataset: the dataset's Hub id (or name); task: its config (`load_task` name); split: e.g. `test`, `ood_length_16`;
+    metric: e.g. `exact_match`; value: the measured number; num_examples: how many examples it is over;
+    command: the exact command line that produced it; seed: its random seed; machine: where it ran.
+    """
+
+    dataset: str
+    task: str
+    split: str
+    metric: str
+    value: float
+    num_examples: int
+    command: str
+    seed: int
+    machine: str
+
+    def __post_init__(self) -> None:
+        for name in ("dataset", "task", "split", "metric", "command", "machine"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ValueError(f"MeasuredResult.{name} = {getattr(self, name)!r} must be a non-empty string")
+        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not math.isfinite(self.value):
+            raise ValueError(f"MeasuredResult.value = {self.value!r} must be a finite number")
+        if isinstance(self.num_examples, bool) or not isinstance(self.num_examples, int) or self.num_examples < 1:
+            raise ValueError(f"MeasuredResult.num_examples = {self.num_examples!r} must be an integer >= 1")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"MeasuredResult.seed = {self.seed!r} must be an integer")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> MeasuredResult:
+        """From a dict (e.g. a results JSON line); every field is required, unknown keys are refused."""
+        names = [field.name for field in fields(cls)]
+        missing, unknown = sorted(set(names) - set(values)), sorted(set(values) - set(names))
+        if missing or unknown:
+            raise ValueError(f"a result needs exactly the fields {names}; missing {missing}, unknown {unknown}")
+        return cls(**values)
+
+    def eval_result(self) -> EvalResult:
+        return EvalResult(
+            task_type=TASK_TYPE,
+            task_name=TASK_NAME,
+            dataset_type=self.dataset,
+            dataset_name=f"{self.dataset} ({self.task})",
+            dataset_config=self.task,
+            dataset_split=self.split,
+            metric_type=self.metric,
+            metric_name=self.metric,
+            metric_value=self.value,
+        )
+
+
+MODEL_CARD_TEMPLATE = """\
+---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A Llama backbone{% if base_model %} (`{{ base_model }}`){% endif %} augmented with **Δ**, a differentiable register \
+machine, and **Λ**, a library of neurally compiled programs (Saldyt & Kambhampati, *Augmenting Language Models With \
+Composable Differentiable Libraries*, §3.4). The backbone reads the question; a head parses its hidden states into \
+Δ's initial memory cells and registers and a choice of library program; Δ runs every program of Λ; the answer is read \
+from Δ's final state, mixed over programs by the selection. The model is trained on answers alone.
+
+## Usage
+
+The model class ships with the weights (`custom_code`): it needs `torch` and `transformers` only.
+
+```python
+from transformers import AutoModel, AutoTokenizer
+
+model = AutoModel.from_pretrained("{{ repo_id }}", trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}")
+print(model.solve(["{{ example_question }}"], tokenizer))  # a list of answer strings
+```
+
+`model(input_ids, attention_mask, labels=...)` returns the answer log-probabilities `answer_logits` (B, K, n), the \
+program selection, the halting probability, and the loss when `labels` (B, K; -100 for padding) are given.
+
+## Δ and its library
+
+| setting | value |
+|---|---|
+{% for name, value in delta_settings %}| `{{ name }}` | {{ value }} |
+{% endfor %}
+Library Λ (program order = selection order; the ISA v1 sources are in `config.json`, `delta_programs`, and the \
+ROM is checked against them on every load):
+
+| program | what it computes |
+|---|---|
+{% for name, summary in programs %}| `{{ name }}` | {{ summary }} |
+{% endfor %}
+## Evaluation
+
+{% if results %}Each number below was measured by the command on its row, with that seed, on that machine, and was \
+passed to the export as is: nothing here was computed or estimated when the card was written.
+
+| dataset | task | split | metric | value | examples | seed | command | machine |
+|---|---|---|---|---|---|---|---|---|
+{% for r in results %}| `{{ r.dataset }}` | {{ r.task }} | {{ r.split }} | {{ r.metric }} | {{ r.value }} | \
+{{ r.num_examples }} | {{ r.seed }} | `{{ r.command }}` | {{ r.machine }} |
+{% endfor %}
+{% for metric, meaning in metric_meanings %}- `{{ metric }}`: {{ meaning }}.
+{% endfor %}{% else %}No evaluation results were supplied with this export, so this card makes no accuracy claim.
+{% endif %}
+## Training data
+
+{% if datasets %}{% for dataset in datasets %}- `{{ dataset }}`
+{% endfor %}{% else %}Not stated by the export.
+{% endif %}
+## Limitations
+
+- Every value Δ handles is an integer in 0..{{ max_value }} (the word size n = {{ word_size }}).\
+{% if answer_format == "integers" %} `solve` refuses questions that mention larger numbers rather than answer them \
+wrongly.{% endif %}
+- Δ runs at most {{ max_steps }} steps per question; a program that needs more does not finish.
+- The model can only compose what the parser learned to map onto Λ's programs; it is no general-purpose assistant.
+- Questions longer than the backbone's context ({{ context }} tokens) are refused.
+
+## Files
+
+- `model.safetensors`: backbone, parser and the compiled library ROM (a frozen buffer).
+- `config.json`: architecture, Δ settings, library sources, and `auto_map` pointing at the code below.
+{% for name in code_files %}- `{{ name }}`
+{% endfor %}- tokenizer files: the backbone's tokenizer.
+
+## Citation
+
+Saldyt, L. and Kambhampati, S. *Augmenting Language Models With Composable Differentiable Libraries.* \
+Arizona State University.
+"""
+
+
+def _program_summary(source: str) -> str:
+    """The first `;;` comment line of a library source, without its `name:` prefix."""
+    for line in source.splitlines():
+        if line.startswith(";;"):
+            text = line.lstrip("; ").strip()
+            return text.split(":", 1)[1].strip() if ":" in text else text
+    return ""
+
+
+def _table_cells(row: dict) -> dict:
+    """Escape `|` so that a command such as `... | tee log` stays in its Markdown table cell."""
+    return {key: value.replace("|", "\\|") if isinstance(value, str) else value for key, value in row.items()}
+
+
+def _delta_settings(model: LlamaDeltaForAlgorithmicQA) -> list[tuple[str, object]]:
+    config = model.config
+    names = [name for name in config.to_dict() if name.startswith("delta_") and name != "delta_programs"]
+    return [(name, getattr(config, name)) for name in sorted(names)]
+
+
+def model_card(
+    model: LlamaDeltaForAlgorithmicQA,
+    results: Sequence[MeasuredResult] = (),
+    base_model: str | None = None,
+    datasets: Sequence[str] = (),
+    model_name: str = "llama-delta",
+    repo_id: str | None = None,
+    license: str = "apache-2.0",
+    example_question: str = "What is 7 plus 5?",
+    code_files: Sequence[str] = (),
+) -> ModelCard:
+    """The model card: Hub metadata (model-index from `results`) and a description of the model and its numbers."""
+    config = model.config
+    card_data = ModelCardData(
+        library_name="transformers",
+        license=license,
+        base_model=base_model,
+        datasets=list(datasets) or None,
+        tags=list(TAGS),
+        metrics=sorted({result.metric for result in results}) or None,
+        model_name=model_name,
+        eval_results=[result.eval_result() for result in results] or None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_str=MODEL_CARD_TEMPLATE,
+        model_name=model_name,
+        repo_id=repo_id or model_name,
+        base_model=base_model,
+        example_question=example_question,
+        delta_settings=_delta_settings(model),
+        programs=[(name, _program_summary(source)) for name, source in config.delta_programs.items()],
+        results=[_table_cells(asdict(result)) for result in results],
+        metric_meanings=[(m, METRIC_MEANINGS[m]) for m in sorted({r.metric for r in results}) if m in METRIC_MEANINGS],
+        datasets=list(datasets),
+        word_size=config.delta_word_size,
+        max_value=config.delta_word_size - 1,
+        answer_format=config.delta_answer_format,
+        max_steps=config.delta_max_steps,
+        context=config.max_position_embeddings,
+        code_files=list(code_files),
+    )
+
+
+def export_for_hub(
+    model: LlamaDeltaForAlgorithmicQA,
+    tokenizer,
+    out_dir: str | os.PathLike,
+    results: Sequence[MeasuredResult | Mapping] | None = None,
+    base_model: str | None = None,
+    datasets: str | Sequence[str] | None = None,
+    *,
+    repo_id: str | None = None,
+    model_name: str | None = None,
+    license: str = "apache-2.0",
+    example_question: str = "What is 7 plus 5?",
+    overwrite: bool = False,
+) -> Path:
+    """Write `model` and `tokenizer` to `out_dir` as a Hub repository's contents; returns the folder.
+
+    results: measured numbers (`MeasuredResult`s or dicts with its fields), written to the card's model-index and
+        results table exactly as given; None: the card claims no results.
+    base_model / datasets: Hub ids for the card's metadata (the backbone's checkpoint; the training data).
+    repo_id: where the folder will live, for the card's usage snippet; model_name: the card's title and
+        model-index name (default: the repo's name, else the folder's).
+    overwrite: replace an existing non-empty `out_dir` (else refused, so no stale file is ever shipped).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True to replace its contents")
+        shutil.rmtree(out_dir)
+    results = [r if isinstance(r, MeasuredResult) else MeasuredResult.from_mapping(r) for r in results or ()]
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets or ())
+    model_name = model_name or (repo_id.split("/")[-1] if repo_id else out_dir.resolve().name)
+    model.verify_library()  # never ship a ROM that disagrees with its sources
+
+    model.save_pretrained(out_dir)  # safetensors + config.json (auto_map) + the flat remote-code files
+    config = json.loads((out_dir / "config.json").read_text())
+    if "AutoModel" not in config.get("auto_map", {}):
+        raise RuntimeError(
+            f"{out_dir}/config.json has no auto_map: {type(model).__name__} is not registered for the Auto classes "
+            "(importing `modeling_llama_delta` registers it)"
+        )
+    code_files = sorted(path.name for path in out_dir.glob("*.py"))
+    tokenizer.save_pretrained(out_dir)
+    card = model_card(
+        model,
+        results,
+        base_model=base_model,
+        datasets=datasets,
+        model_name=model_name,
+        repo_id=repo_id,
+        license=license,
+        example_question=example_question,
+        code_files=code_files,
+    )
+    card.save(out_dir / "README.md")
+    return out_dir
+
+
+def push_to_hub(
+    out_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload llama-delta model",
+) -> CommitInfo:
+    """Upload an `export_for_hub` folder to `repo_id` (created if needed) in one commit.
+
+    The repo ends up holding exactly the folder's files: files left from an earlier upload are deleted in the
+    same commit (so a stale weight or code file can never be loaded alongside the new ones).
+    """
+    out_dir = Path(out_dir)
+    missing = [name for name in REQUIRED_FILES if not (out_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{out_dir} is not an export_for_hub folder: missing {missing}")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=out_dir,
+        commit_message=commit_message,
+        repo_type="model",
+        delete_patterns="*",  # files uploaded in this commit are kept; everything else goes
+    )
+
+
+__all__ = ["METRIC_MEANINGS", "MODEL_CARD_TEMPLATE", "MeasuredResult", "export_for_hub", "model_card", "push_to_hub"]
