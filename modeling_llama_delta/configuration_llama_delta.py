@@ -41,6 +41,8 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_answer_length (`int`): answer elements, read from index 0 of `delta_answer_source`.
     delta_answer_format (`str`): how `solve` writes answers as text: `integers` ("7", "3 1 2"), `string`
         (code points up to the first 0: "abbdd"), or `digits` (base-10 digits, least-significant first: "1234").
+    delta_straight_through (`bool`): run Δ on the arg-max (one-hot, hence exact) parse and pass gradients to
+        the soft parse straight through; off: Δ runs on the soft parse itself (the paper).
     delta_checkpoint_steps (`int`): gradient checkpointing over blocks of this many Δ steps (0: off).
     """
 
@@ -60,6 +62,7 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_answer_source: str = "registers"
     delta_answer_length: int = 1
     delta_answer_format: str = "integers"
+    delta_straight_through: bool = False
     delta_checkpoint_steps: int = 0
 
     def __post_init__(self, **kwargs):

@@ -151,17 +151,36 @@ class DeltaComputerHead(nn.Module):
         self.machine = build_machine(config)
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None, return_trace: bool = False):
+        # Δ is exact only in full precision: no bf16/fp16 autocast inside the head.
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self._run(hidden, attention_mask, return_trace)
+
+    def _run(self, hidden: Tensor, attention_mask: Tensor | None, return_trace: bool):
         config = self.config
         cells, registers, selection = self.parser(hidden, attention_mask)
+        inputs = (cells, registers)
+        if config.delta_straight_through:
+            inputs = tuple(straight_through_one_hot(values) for values in inputs)
         state = self.machine.start_state(
-            memory=cells if cells.shape[1] else None,
-            registers=registers if registers.shape[1] else None,
+            memory=inputs[0] if cells.shape[1] else None,
+            registers=inputs[1] if registers.shape[1] else None,
             batch_size=selection.shape[0],
         )
         run = self.machine(state, selection=selection, return_trace=return_trace)
         source = run.state.registers if config.delta_answer_source == "registers" else run.state.memory
         answer = source[:, : config.delta_answer_length]  # (B, K, n) probabilities
         return answer, selection, run.state.halted, cells, registers, run.trace
+
+
+def straight_through_one_hot(probabilities: Tensor) -> Tensor:
+    """The arg-max as an exact one-hot forward, the probabilities' gradient backward (straight-through).
+
+    Δ is exact on one-hot inputs, while soft inputs drift: a counter split by a branch on a slightly
+    uncertain value writes both paths into the same registers, and over hundreds of steps (insertion sort)
+    the mixture compounds. A one-hot start keeps the run exact; the gradient is Δ's Jacobian at that point.
+    """
+    hard = F.one_hot(probabilities.argmax(-1), probabilities.shape[-1]).to(probabilities)
+    return hard + probabilities - probabilities.detach()
 
 
 def build_machine(config: LlamaDeltaConfig) -> DeltaMachine:

@@ -457,3 +457,16 @@ def test_solve_refuses_what_it_cannot_represent(llama3_vocab_model, llama3_token
         llama3_vocab_model.solve(["What is 1 plus 1?", "What is " + "1 plus " * 40 + "1?"], llama3_tokenizer)
     with pytest.raises(ValueError, match=r"question 0 mentions 16, outside 0..15"):
         llama3_vocab_model.solve("What is 16 plus 3?", llama3_tokenizer)
+
+
+def test_straight_through_runs_delta_on_the_arg_max_and_passes_gradients():
+    from modeling_llama_delta.modeling_llama_delta import straight_through_one_hot
+
+    logits = torch.randn(3, 4, 16, requires_grad=True)
+    probabilities = logits.softmax(-1)
+    hard = straight_through_one_hot(probabilities)
+    assert torch.equal(hard.detach(), torch.nn.functional.one_hot(probabilities.argmax(-1), 16).float())
+    weights = torch.randn(3, 4, 16)
+    (hard * weights).sum().backward()
+    expected = torch.autograd.grad((probabilities * weights).sum(), logits)[0]
+    assert torch.allclose(logits.grad, expected)
