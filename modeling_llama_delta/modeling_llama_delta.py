@@ -180,7 +180,7 @@ def straight_through_one_hot(probabilities: Tensor) -> Tensor:
     the mixture compounds. A one-hot start keeps the run exact; the gradient is Δ's Jacobian at that point.
     """
     hard = F.one_hot(probabilities.argmax(-1), probabilities.shape[-1]).to(probabilities)
-    return hard + probabilities - probabilities.detach()
+    return hard + (probabilities - probabilities.detach())  # exactly `hard`: the difference is exactly 0
 
 
 def build_machine(config: LlamaDeltaConfig) -> DeltaMachine:
