@@ -1,0 +1,247 @@
+"""Task -> Δ settings: which library programs to hold, how big the machine must be, how the head parses the
+question and where the answer is read. Everything is derived from the generated data and the library's own
+accounts (`library.memory_needed`, `library.step_bound`), so a new length or depth resizes Δ by itself.
+
+    from llama_delta.tasks import load_task_data, delta_settings
+    data = load_task_data("sort", lengths=[8], ood_lengths=[12])
+    settings = delta_settings("sort", data, tokenizer)  # a TaskSettings
+    settings.delta_config  # {"delta_programs": {...}, "delta_memory_size": 13, ...} for build_delta_model
+    settings.max_steps["ood_length_12"]  # Δ steps that split needs (the worst case of its longest input)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import datasets
+
+from modeling_llama_delta.configuration_llama_delta import PARSE_MODES
+from modeling_llama_delta.library import BINARY_PROGRAMS, LIBRARY, memory_needed, step_bound
+
+from .data_builders import TASKS, load_task
+
+# task -> the library Λ it gets by default: the program(s) its data needs (Δ runs every held program at every
+# step, so each extra program multiplies Δ's cost); `--programs` adds distractors.
+TASK_PROGRAMS: dict[str, tuple[str, ...]] = {
+    "arithmetic": BINARY_PROGRAMS,  # the paper's §4.2 calculator
+    "fibonacci": ("fib_recursive",),  # §4.1: recursion through a stack in memory
+    "sort": ("sort",),  # §4.3: insertion sort
+    "sort_spaced": ("sort",),
+    "parity": ("parity",),
+    "reverse": ("reverse",),
+    "addition": ("add_digits",),
+}
+# The parse mode each task gets unless told otherwise: one vector carries two or three numbers (the paper's
+# `last_token`); a string needs one cell per character, which `tokens` reads off the tokens themselves.
+DEFAULT_PARSE_MODE = {task: "tokens" for task in TASK_PROGRAMS} | {
+    "arithmetic": "last_token",
+    "fibonacci": "last_token",
+}
+ANSWER_FORMATS = {"sort": "string", "sort_spaced": "string", "reverse": "string", "addition": "digits"}
+# Which dataset config fields the generic size knobs map to, per builder family.
+_SIZE_FIELDS = {
+    "arithmetic": {"dataset_size": "size"},
+    "fibonacci": {
+        "lengths": "depths",
+        "ood_lengths": "ood_depths",
+        "dataset_size": "examples_per_depth",
+        "ood_size": "ood_examples_per_depth",
+    },
+    "sequence": {
+        "lengths": "lengths",
+        "ood_lengths": "ood_lengths",
+        "dataset_size": "examples_per_length",
+        "ood_size": "ood_examples_per_length",
+    },
+}
+# Where the input elements sit in a question: the quoted string, else the numbers (addition's operands).
+_QUOTED, _NUMBER = re.compile(r'"([^"]*)"'), re.compile(r"\d+")
+
+
+def task_family(task: str) -> str:
+    """`arithmetic`, `fibonacci` or `sequence` (the string and digit tasks): which dataset knobs apply."""
+    if task not in TASK_PROGRAMS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASK_PROGRAMS)}")
+    return task if task in ("arithmetic", "fibonacci") else "sequence"
+
+
+def dataset_overrides(
+    task: str,
+    lengths: Sequence[int] | None = None,
+    ood_lengths: Sequence[int] | None = None,
+    dataset_size: int | None = None,
+    ood_size: int | None = None,
+    dataset_kwargs: str | dict | None = None,
+    seed: int = 0,
+    word_size: int = 128,
+) -> dict:
+    """Builder overrides from the script's generic knobs (`lengths` are depths for fibonacci; `dataset_size` is
+    examples per length/depth, or the number of problems for arithmetic) plus `dataset_kwargs` (a JSON object
+    of any other config field). A knob that does not apply to the task is an error, not silently ignored."""
+    family = task_family(task)
+    knobs = {"lengths": lengths, "ood_lengths": ood_lengths, "dataset_size": dataset_size, "ood_size": ood_size}
+    overrides: dict = {"seed": seed, "n": word_size}
+    for knob, value in knobs.items():
+        if value is None:
+            continue
+        if knob not in _SIZE_FIELDS[family]:
+            raise ValueError(f"--{knob} does not apply to task {task!r} (it has no lengths or depths)")
+        overrides[_SIZE_FIELDS[family][knob]] = tuple(value) if isinstance(value, (list, tuple)) else value
+    if dataset_kwargs:
+        extra = json.loads(dataset_kwargs) if isinstance(dataset_kwargs, str) else dict(dataset_kwargs)
+        if not isinstance(extra, dict):
+            raise ValueError(f"dataset_kwargs = {dataset_kwargs!r} must be a JSON object of dataset config fields")
+        overrides.update({key: tuple(v) if isinstance(v, list) else v for key, v in extra.items()})
+    return overrides
+
+
+def load_task_data(task: str, cache_dir: str | None = None, **knobs) -> datasets.DatasetDict:
+    """`data_builders.load_task(task)` with the generic knobs of `dataset_overrides` applied."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASK_PROGRAMS)}")
+    return load_task(task, cache_dir=cache_dir, **dataset_overrides(task, **knobs))
+
+
+def example_sizes(split: datasets.Dataset) -> list[int]:
+    """The `size` the library's accounts take, per row: its depth, its length, or 0 (one-step arithmetic)."""
+    return [
+        depth if depth >= 0 else max(length, 0) for length, depth in zip(split["length"], split["depth"], strict=True)
+    ]
+
+
+def split_step_bound(split: datasets.Dataset) -> int:
+    """Δ steps that let every example of `split` halt: the library's worst case for its longest input."""
+    sizes = set(zip(split["program"], example_sizes(split), strict=True))
+    return max(step_bound(program, size) for program, size in sizes)
+
+
+def elements_per_token(split: datasets.Dataset, tokenizer) -> int:
+    """The most input elements (characters of the quoted string, or digits of the numbers) that one token of
+    the tokenizer spells on `split`: what `tokens` parsing needs as `delta_elements_per_token`."""
+    most = 1
+    questions = list(split["question"])
+    offsets = tokenizer(questions, return_offsets_mapping=True)["offset_mapping"]
+    for question, token_spans in zip(questions, offsets, strict=True):
+        quoted = list(_QUOTED.finditer(question))
+        spans = [m.span(1) for m in quoted] if quoted else [m.span() for m in _NUMBER.finditer(question)]
+        # Element characters: inside a span and not a separator (spaces in sort_spaced).
+        elements = {i for start, end in spans for i in range(start, end) if not question[i].isspace()}
+        for start, end in token_spans:
+            most = max(most, sum(i in elements for i in range(start, end)))
+    return most
+
+
+@dataclass
+class TaskSettings:
+    """What a task needs from Δ: `delta_config` (fields for `build_delta_model`), the Δ steps per split, and the
+    measurements behind them (reported in the results and the model card)."""
+
+    task: str
+    delta_config: dict
+    max_steps: dict[str, int] = field(default_factory=dict)
+    measured: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        """JSON-ready summary (the library as program names, not sources)."""
+        config = {k: v for k, v in self.delta_config.items() if k != "delta_programs"}
+        return {
+            "programs": sorted(self.delta_config["delta_programs"]),
+            **config,
+            "max_steps": self.max_steps,
+            **self.measured,
+        }
+
+
+def delta_settings(
+    task: str,
+    data: datasets.DatasetDict,
+    tokenizer=None,
+    programs: Sequence[str] | None = None,
+    parse_mode: str | None = None,
+    word_size: int = 128,
+    num_registers: int = 8,
+    alu: str = "structured",
+    checkpoint_steps: int = 0,
+) -> TaskSettings:
+    """Δ settings for `task` that fit every split of `data` (training and every split evaluated).
+
+    Memory: the library's `memory_needed` for the longest input (the terminator included) and at least the
+    input cells and answer. Input cells / registers: the longest `memory` / `registers` row. Answer: where the
+    data says (offset 0), as long as the longest answer. `delta_max_steps`: the largest split's step bound (saved
+    with the model, so that `solve` handles the held-out lengths); `max_steps` has each split's own bound.
+    `tokens` parsing measures `delta_elements_per_token` on the data with `tokenizer`.
+    """
+    family = task_family(task)
+    programs = tuple(programs) if programs else TASK_PROGRAMS[task]
+    unknown = [name for name in programs if name not in LIBRARY]
+    if unknown:
+        raise ValueError(f"unknown library programs {unknown}; known: {', '.join(LIBRARY)}")
+    parse_mode = parse_mode or DEFAULT_PARSE_MODE[task]
+    if parse_mode not in PARSE_MODES:
+        raise ValueError(f"parse mode {parse_mode!r} is not one of {', '.join(PARSE_MODES)}")
+    rows = datasets.concatenate_datasets(list(data.values()))
+    needed = sorted(set(rows["program"]))
+    missing = [name for name in needed if name not in programs]
+    if missing:
+        raise ValueError(f"task {task!r} needs library programs {missing}; the library holds {list(programs)}")
+    places = set(rows["answer_in"])
+    if len(places) != 1 or set(rows["answer_offset"]) != {0}:
+        raise ValueError(f"task {task!r}: answers must all start at index 0 of one place; got {places}")
+    answer_source = "registers" if places == {"register"} else "memory"
+    input_cells = max(len(m) for m in rows["memory"])
+    input_registers = max(len(r) for r in rows["registers"])
+    answer_length = max(len(a) for a in rows["answer_ids"])
+    longest = max(example_sizes(rows))
+    memory_size = max([input_cells, 1] + [memory_needed(name, longest) for name in needed])
+    if answer_source == "memory":
+        memory_size = max(memory_size, answer_length)
+    measured: dict = {"longest_input": longest}
+    per_token = 1
+    if parse_mode == "tokens":
+        if family != "sequence":
+            raise ValueError(f"parse mode 'tokens' reads input elements from a string; task {task!r} has none")
+        if tokenizer is None:
+            raise ValueError("parse mode 'tokens' needs the tokenizer to measure delta_elements_per_token")
+        per_token = elements_per_token(rows, tokenizer)
+        measured["longest_token_elements"] = per_token
+        # The model's `tokens` parser needs at least one last-token register output (a zero-sized one fails to
+        # reshape); programs set every scratch register they read, so a spare input register is harmless.
+        input_registers = max(input_registers, 1)
+    elif family == "sequence":
+        raise ValueError(f"task {task!r} parses strings into memory cells: use parse mode 'tokens'")
+    max_steps = {name: split_step_bound(split) for name, split in data.items()}
+    delta_config = {
+        "delta_programs": {name: LIBRARY[name] for name in programs},
+        "delta_word_size": word_size,
+        "delta_num_registers": num_registers,
+        "delta_memory_size": memory_size,
+        "delta_max_steps": max(max_steps.values()),
+        "delta_alu": alu,
+        "delta_parse_mode": parse_mode,
+        "delta_elements_per_token": per_token,
+        "delta_input_cells": input_cells,
+        "delta_input_registers": input_registers,
+        "delta_answer_source": answer_source,
+        "delta_answer_length": answer_length,
+        "delta_answer_format": ANSWER_FORMATS.get(task, "integers"),
+        "delta_checkpoint_steps": min(checkpoint_steps, max(max_steps.values())),
+    }
+    return TaskSettings(task, delta_config, max_steps, measured)
+
+
+__all__ = [
+    "ANSWER_FORMATS",
+    "DEFAULT_PARSE_MODE",
+    "TASK_PROGRAMS",
+    "TaskSettings",
+    "dataset_overrides",
+    "delta_settings",
+    "elements_per_token",
+    "example_sizes",
+    "load_task_data",
+    "split_step_bound",
+    "task_family",
+]

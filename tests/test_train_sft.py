@@ -1,0 +1,202 @@
+"""train_sft.py end to end on tiny configurations, plus the pieces it is built from (tasks, collator, checks)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+
+import train_sft
+from llama_delta.tasks import delta_settings, elements_per_token, load_task_data
+from llama_delta.tokenizer import load_llama3_tokenizer
+from llama_delta.training import (
+    DeltaCollator,
+    assert_library_unchanged,
+    library_snapshot,
+    parse_answer_text,
+    results_table,
+)
+from modeling_llama_delta import LlamaDeltaForAlgorithmicQA
+from modeling_llama_delta.compiler import compile_programs
+from modeling_llama_delta.library import assemble_library, step_bound
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_BACKBONE = json.dumps(
+    {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+    }
+)
+EXPORT_FILES = ("README.md", "config.json", "model.safetensors", "modeling_llama_delta.py", "tokenizer.json")
+
+
+def tiny_args(tmp_path: Path, task: str, *extra: str) -> list[str]:
+    return [
+        "--task", task,
+        "--backbone_kwargs", TINY_BACKBONE,
+        "--output_dir", str(tmp_path / "run"),
+        "--data_cache_dir", str(tmp_path / "data"),
+        "--num_train_epochs", "1",
+        "--save_strategy", "no",
+        "--logging_steps", "5",
+        "--per_device_train_batch_size", "16",
+        *extra,
+    ]  # fmt: skip
+
+
+def check_results(report: dict, out_dir: Path, splits: set[str]) -> None:
+    saved = json.loads((out_dir / "results.json").read_text())
+    assert set(saved["results"]) == splits
+    for split, metrics in saved["results"].items():
+        scores = {key: value for key, value in metrics.items() if key.startswith(("exact_match", "element_accuracy"))}
+        assert scores and all(0.0 <= value <= 1.0 for value in scores.values()), (split, scores)
+        assert metrics["num_examples"] == saved["splits"][split]
+    assert saved["command"].startswith("python train_sft.py --task") and saved["seed"] == 0
+    assert report["results"] == saved["results"]
+
+
+def test_arithmetic_end_to_end(tmp_path):
+    report = train_sft.main(tiny_args(tmp_path, "arithmetic", "--dataset_size", "300"))
+    out = tmp_path / "run"
+    check_results(report, out, {"test"})
+    hub = out / "hub"
+    assert all((hub / name).is_file() for name in EXPORT_FILES)
+    card = (hub / "README.md").read_text()
+    assert f"{report['results']['test']['exact_match']}" in card and "python train_sft.py --task arithmetic" in card
+    # The exported library is the library as compiled from source: training never touched it.
+    model = LlamaDeltaForAlgorithmicQA.from_pretrained(hub)
+    programs = assemble_library(model.config.delta_programs, n=128, num_registers=8)
+    assert torch.equal(model.delta_head.machine.rom, compile_programs(list(programs.values())))
+    assert model.config.delta_programs.keys() == {"add", "sub", "mul", "div", "mod", "min", "max"}
+
+
+def test_sort_end_to_end(tmp_path):
+    extra = ["--lengths", "3", "--ood_lengths", "4", "--dataset_size", "40", "--ood_size", "16"]
+    report = train_sft.main(tiny_args(tmp_path, "sort", *extra))
+    check_results(report, tmp_path / "run", {"test", "ood_length_4"})
+    delta = report["delta"]
+    assert delta["programs"] == ["sort"] and delta["delta_parse_mode"] == "tokens"
+    assert delta["delta_memory_size"] == 5 and delta["delta_answer_length"] == 4  # length 4 + its terminator
+    assert delta["max_steps"] == {
+        "train": step_bound("sort", 3),
+        "validation": step_bound("sort", 3),
+        "test": step_bound("sort", 3),
+        "ood_length_4": step_bound("sort", 4),
+    }
+    config = json.loads((tmp_path / "run" / "hub" / "config.json").read_text())
+    assert config["delta_max_steps"] == step_bound("sort", 4)  # the export handles the held-out length
+
+
+def test_text_sft_baseline(tmp_path, capsys):
+    delta = {"method": "delta", "results": {"test": {"exact_match": 0.125, "element_accuracy": 0.5, "num_examples": 8}}}
+    (tmp_path / "delta.json").write_text(json.dumps(delta))
+    extra = ["--dataset_size", "100", "--method", "text_sft", "--compare_with", str(tmp_path / "delta.json")]
+    report = train_sft.main(tiny_args(tmp_path, "arithmetic", *extra))
+    check_results(report, tmp_path / "run", {"test"})
+    assert report["method"] == "text_sft" and (tmp_path / "run" / "hub" / "model.safetensors").is_file()
+    printed = capsys.readouterr().out
+    assert "text_sft exact" in printed and "delta exact" in printed and "12.50%" in printed  # side by side
+
+
+def test_peft_and_resume(tmp_path):
+    args = tiny_args(tmp_path, "arithmetic", "--dataset_size", "200", "--use_peft", "--save_strategy", "epoch")
+    first = train_sft.main(args)
+    assert first["optimizer_steps"] > 0 and (tmp_path / "run" / "checkpoint-8").is_dir()
+    # Resuming with one more epoch continues from the saved step instead of starting over.
+    again = train_sft.main([*args, "--num_train_epochs", "2", "--resume_from_checkpoint", "last"])
+    assert again["optimizer_steps"] == 2 * first["optimizer_steps"]
+    assert (tmp_path / "run" / "hub" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "juggling"], "invalid choice: 'juggling'"),
+        (["--task", "sort", "--preset", "huge"], "unknown preset 'huge'"),
+        (["--task", "arithmetic", "--lengths", "4"], "--lengths does not apply to task 'arithmetic'"),
+    ],
+)
+def test_argument_errors_are_clear(argv, message, capsys, tmp_path):
+    with pytest.raises((SystemExit, ValueError)) as error:
+        train_sft.main([*argv, "--output_dir", str(tmp_path), "--data_cache_dir", str(tmp_path)])
+    assert message in str(error.value) + capsys.readouterr().err
+
+
+def test_preset_and_flags():
+    args, training = train_sft.parse_args(["--task", "sort", "--learning_rate", "0.5", "--lengths", "5", "6"])
+    assert training.learning_rate == 0.5 and args.lengths == [5, 6]  # later flags win
+    assert training.per_device_train_batch_size == 32 and args.backbone == "scratch"  # the tiny preset
+    assert args.ood_lengths == [16] and training.output_dir == "runs/tiny-sort-delta"  # its sort budget
+    _, training = train_sft.parse_args(["--task", "sort", "--preset", "llama-3.2-1b"])
+    assert training.learning_rate == 1e-5 and training.per_device_train_batch_size == 2
+    assert training.bf16 == torch.cuda.is_available()  # bf16 on GPU only
+
+
+def test_sort_settings_fit_every_split(tmp_path):
+    tokenizer = load_llama3_tokenizer()
+    data = load_task_data("sort", cache_dir=str(tmp_path), lengths=[5], ood_lengths=[7], dataset_size=50, ood_size=20)
+    settings = delta_settings("sort", data, tokenizer)
+    config = settings.delta_config
+    assert config["delta_memory_size"] == config["delta_input_cells"] == 8 and config["delta_answer_length"] == 7
+    assert config["delta_max_steps"] == step_bound("sort", 7) == settings.max_steps["ood_length_7"]
+    # delta_elements_per_token: the most string characters one token spells, counted from the token strings.
+    most = 0
+    for question in [q for split in data.values() for q in split["question"]]:
+        quoted = range(question.index('"') + 1, question.rindex('"'))
+        position = 0
+        for piece in tokenizer.tokenize(question):
+            width = len(piece.replace("Ġ", " "))  # byte-level BPE: ASCII pieces are the text, Ġ a space
+            most = max(most, sum(i in quoted for i in range(position, position + width)))
+            position += width
+    assert elements_per_token(datasets.concatenate_datasets(list(data.values())), tokenizer) == most >= 2
+    spaced = load_task_data("sort_spaced", cache_dir=str(tmp_path), lengths=[5], ood_lengths=[], dataset_size=30)
+    assert elements_per_token(spaced["train"], tokenizer) == 1
+
+
+def test_collator_pads_labels():
+    tokenizer = load_llama3_tokenizer()
+    rows = [{"question": 'Sort the string "ba"', "answer_ids": [97, 98]}, {"question": "x", "answer_ids": [5]}]
+    batch = DeltaCollator(tokenizer, answer_length=3)(rows)
+    assert batch["labels"].tolist() == [[97, 98, -100], [5, -100, -100]]
+    assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["attention_mask"][1].sum() < 6
+    with pytest.raises(ValueError, match="delta_answer_length"):
+        DeltaCollator(tokenizer, answer_length=1)(rows)
+
+
+def test_library_check_detects_a_change():
+    from llama_delta.build import build_delta_model
+
+    model = build_delta_model(None, backbone_kwargs=json.loads(TINY_BACKBONE) | {"vocab_size": 64})
+    snapshot = library_snapshot(model)
+    assert_library_unchanged(model, snapshot)
+    model.delta_head.machine.rom[0, 0] = model.delta_head.machine.rom[0, 1]
+    with pytest.raises(AssertionError, match="changed during training"):
+        assert_library_unchanged(model, snapshot)
+
+
+def test_answer_text_and_table():
+    assert parse_answer_text(" abc", "string", 3) == [97, 98, 99]
+    assert parse_answer_text("1234", "digits", 5) == [4, 3, 2, 1, 0]
+    assert parse_answer_text("12 x", "integers", 1) == [12] and parse_answer_text("none", "digits", 2) == []
+    table = results_table(
+        {"delta": {"test": {"exact_match": 0.5, "element_accuracy": 0.75, "num_examples": 4}}, "text_sft": {}}
+    )
+    assert "50.00%" in table and "75.00%" in table and "text_sft exact" in table
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    """DDP on CPU (gloo) with the script unchanged: OMP_NUM_THREADS=1 torchrun --nproc_per_node 2."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(ROOT / "train_sft.py")]
+    subprocess.run([*command, *tiny_args(tmp_path, "arithmetic", "--dataset_size", "200")], env=env, check=True)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert "world size 2" in saved["machine"] and saved["command"].startswith("torchrun --nproc_per_node 2")
+    assert saved["results"]["test"]["num_examples"] == saved["splits"]["test"]  # every example scored once
