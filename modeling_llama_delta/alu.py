@@ -1,0 +1,301 @@
+"""ALU backends of Δ: operand distributions -> result distributions of every binary op.
+
+One interface, chosen by name (`build_alu`) and swappable on a trained machine (no backend has
+parameters): `alu(x, y)` with `x, y: (B, n)` returns `(B, 9, n)`, the distribution of `op(x, y)` for
+each op in `BINARY_OPS` order, x and y independent. The machine mixes these by the op distribution
+(paper eq. 7/10, contracted in the other order). Unary ops (inc/dec/mov/const) are rolls and copies in
+the machine.
+
+- `table`: the paper's dense |A|×n×n×n lookup T contracted as eq. 10, `o = T_ijk x_i y_j` (the
+  faithful baseline; 9·n³ floats, built on first use, refused where it would not fit).
+- `structured`: the same distributions with no table, from each op's structure: add/sub/mul/mod sum
+  the joint distribution x_i y_j over each op's level sets {(i, j): op(i, j) = k} (for add the circular
+  convolution, for sub the correlation) with one fused gather-and-sum over fixed index lists; div sums
+  x over the intervals [k·j, (k+1)·j) (n·ln n terms); min/max/eq/lt are O(n) closed forms through
+  cumulative distributions. One custom autograd function, backward by hand (one more gather-and-sum;
+  nothing n²-sized is saved), on cache-sized blocks of operand pairs.
+- `circuit` (circuits.py, n a power of two): logic gates on binary encodings; exact on one-hot inputs
+  only (it treats bits as independent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .assembler import BINARY_OPS
+
+# The dense table is refused above this size (n = 256 in float32 needs 604 MB; n = 512 needs 4.8 GB).
+TABLE_MAX_BYTES = 2 * 1024**3
+# The structured ALU's two groups: ops whose results depend on every operand pair, then O(n) order ops.
+PAIR_OPS: tuple[str, ...] = ("add", "sub", "mul", "div", "mod")
+ORDER_OPS: tuple[str, ...] = ("min", "max", "eq", "lt")
+assert BINARY_OPS == PAIR_OPS + ORDER_OPS, "the structured ALU returns pair ops, then order ops"
+# Block sizes of the structured ALU's n²·B temporaries: forward joint blocks, backward gradient blocks.
+FORWARD_BLOCK_BYTES = 8 * 1024**2
+BACKWARD_BLOCK_BYTES = 1024**2
+
+
+def binary_op_values(n: int) -> Tensor:
+    """Value of every binary op on every pair: (9, n, n) long, [op, x, y] = op(x, y) as `reference.binary_op`."""
+    x = torch.arange(n)[:, None]  # (n, 1)
+    y = torch.arange(n)[None, :]  # (1, n)
+    safe_y = y.clamp(min=1)  # div/mod by 0 give 0
+    values = {
+        "add": (x + y) % n,
+        "sub": (x - y) % n,
+        "mul": (x * y) % n,
+        "div": torch.where(y == 0, 0, x // safe_y),
+        "mod": torch.where(y == 0, 0, x % safe_y),
+        "min": torch.minimum(x, y),
+        "max": torch.maximum(x, y),
+        "eq": (x == y).long(),
+        "lt": (x < y).long(),
+    }
+    return torch.stack([values[op].expand(n, n) for op in BINARY_OPS])  # (9, n, n)
+
+
+def _check_operands(x: Tensor, y: Tensor, n: int) -> None:
+    if x.dim() != 2 or x.shape != y.shape or x.shape[-1] != n:
+        raise ValueError(f"ALU operands must both be (B, {n}); got x {tuple(x.shape)} and y {tuple(y.shape)}")
+
+
+class TableALU(nn.Module):
+    """The paper's dense lookup table T (9, n, n, n), one-hot in its last axis, contracted as eq. 10.
+
+    Stored as (n·n, 9·n) so that the contraction is one outer product and one GEMM:
+    o[b, op, k] = sum_ij x[b, i] y[b, j] T[op, i, j, k]. Built on the first call for the inputs' dtype and
+    device (it is huge: 9·n³ floats); refused with a clear error above `max_bytes`.
+    """
+
+    exact_on_mixtures = True
+
+    def __init__(self, n: int, max_bytes: int = TABLE_MAX_BYTES):
+        super().__init__()
+        self.n = n
+        self.max_bytes = max_bytes
+        self._table: Tensor | None = None
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, table_bytes(float32)={self.table_bytes(torch.float32):,}"
+
+    def table_bytes(self, dtype: torch.dtype) -> int:
+        return len(BINARY_OPS) * self.n**3 * torch.empty((), dtype=dtype).element_size()
+
+    def table(self, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """The (n·n, 9·n) table in `dtype` on `device`, built once (rebuilt if either changes)."""
+        if self._table is None or self._table.dtype != dtype or self._table.device != device:
+            needed = self.table_bytes(dtype)
+            if needed > self.max_bytes:
+                raise MemoryError(
+                    f"the dense ALU table for n = {self.n} needs {needed / 1e9:.1f} GB in {dtype} "
+                    f"(9·n³ entries), over the limit of {self.max_bytes / 1e9:.1f} GB; use alu='structured'"
+                )
+            self._table = None  # free the old one before building the new one
+            n = self.n
+            values = binary_op_values(n).to(device)  # (9, n, n)
+            columns = values + n * torch.arange(len(BINARY_OPS), device=device)[:, None, None]  # (9, n, n)
+            table = torch.zeros(n * n, len(BINARY_OPS) * n, dtype=dtype, device=device)
+            rows = torch.arange(n * n, device=device).expand(len(BINARY_OPS), -1)  # (9, n·n)
+            table[rows, columns.reshape(len(BINARY_OPS), n * n)] = 1
+            self._table = table
+        return self._table
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        _check_operands(x, y, self.n)
+        b, n = x.shape
+        pairs = (x[:, :, None] * y[:, None, :]).reshape(b, n * n)  # (B, n·n): P(x = i, y = j)
+        return (pairs @ self.table(x.dtype, x.device)).view(b, len(BINARY_OPS), n)  # (B, 9n) -> (B, 9, n)
+
+
+def _suffix_sum(z: Tensor) -> Tensor:
+    """(..., n) -> (..., n): sum_{i >= k} z_i (the adjoint of cumsum)."""
+    return z.flip(-1).cumsum(-1).flip(-1)
+
+
+class _StructuredOps(torch.autograd.Function):
+    """All nine binary ops of independent operands: (B, n), (B, n) -> (B, 9, n), backward by hand.
+
+    Batch-last inside ((n, B) rows, so every gathered row is B contiguous values).
+    add/sub/mul/mod: out[op, k] = sum over the level set {(i, j): op(i, j) = k} of x_i y_j (add is the
+    circular convolution, sub the correlation): the joint distribution x_i y_j of a block of rows i, then
+    all 4n level sets in ONE fused gather-and-sum (`embedding_bag` over the pairs sorted by (op, value)).
+    div: out[k] = sum_j y_j (X[(k+1)·j] - X[k·j]) with X the prefix sums of x, over the ~n·ln(n) pairs
+    (j, k) with k·j < n (cheaper, and shorter float sums than div's level sets of up to n²/2 pairs).
+    min/max/eq/lt: closed forms through cumulative sums, O(n) both ways.
+    Backward: H[i, j] = sum_op g[op, op(i, j)] over the five pair ops (one more `embedding_bag`, bags of
+    5), dx_i = sum_j H[i, j] y_j, dy_j = sum_i H[i, j] x_i. Only x and y are saved. Both directions
+    work on blocks of rows i so that the n²·B temporaries stay in cache (10x faster at n = 256).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor, alu: StructuredALU) -> Tensor:
+        b, n = x.shape
+        xt, yt = x.t().contiguous(), y.t().contiguous()  # (n, B) each
+        add_sub_mul_mod = xt.new_zeros(4 * n, b)
+        rows = _block_rows(n, b, x.element_size(), FORWARD_BLOCK_BYTES)
+        for start, level_sets, offsets in alu.level_set_blocks(rows, x.device):
+            block = xt[start : start + rows, None, :]  # (rows, 1, B)
+            joint = alu.workspace("joint", (rows, n, b), x)[: block.shape[0]]  # reused: fresh memory is slow
+            torch.mul(block, yt[None, :, :], out=joint)  # (rows, n_j, B): x_i y_j
+            add_sub_mul_mod += F.embedding_bag(level_sets, joint.view(-1, b), offsets, mode="sum")  # (4n, B)
+        prefix = torch.cat([xt.new_zeros(1, b), xt.cumsum(0)])  # (n + 1, B): prefix[m] = sum_{i < m} x_i
+        intervals = prefix.index_select(0, alu.div_end) - prefix.index_select(0, alu.div_start)  # (V, B)
+        terms = intervals * yt.index_select(0, alu.div_j)  # (V, B): P(x in [k·j, (k+1)·j), y = j)
+        div = xt.new_zeros(n, b).index_add_(0, alu.div_k, terms)  # (n, B)
+        add_sub_mul, mod = add_sub_mul_mod.view(4, n, b).split([3, 1])  # (3, n, B), (1, n, B)
+        pair_ops = torch.cat([add_sub_mul, div[None], mod]).permute(2, 0, 1)  # (5, n, B) -> (B, 5, n)
+        ctx.save_for_backward(x, y, alu.pair_values)
+        ctx.alu = alu
+        return torch.cat([pair_ops, _order_ops(x, y)], dim=1)  # (B, 9, n)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, y, pair_values = ctx.saved_tensors  # (B, n), (B, n), (n·n, 5)
+        alu, (b, n), q = ctx.alu, x.shape, len(PAIR_OPS)
+        g = grad[:, :q].permute(1, 2, 0).reshape(q * n, b).contiguous()  # (B, 5, n) -> (5n, B)
+        xt, yt = x.t().contiguous(), y.t().contiguous()  # (n, B) each
+        grad_x, grad_y = torch.empty_like(xt), torch.zeros_like(yt)
+        rows = _block_rows(n, b, x.element_size(), BACKWARD_BLOCK_BYTES)
+        for start in range(0, n, rows):
+            bags = pair_values[start * n : (start + rows) * n]  # (rows·n_j, 5)
+            h = F.embedding_bag(bags, g, mode="sum").view(-1, n, b)  # (rows, n_j, B): sum_op g[op, op(i, j)]
+            product = alu.workspace("product", (rows, n, b), x)[: h.shape[0]]
+            grad_y += torch.mul(h, xt[start : start + rows, None, :], out=product).sum(0)  # (n_j, B)
+            grad_x[start : start + rows] = h.mul_(yt[None, :, :]).sum(1)  # (rows, B); h is not needed any more
+            del h  # free it before the next block's, so the allocator hands the same memory back
+        order_x, order_y = _order_ops_backward(x, y, grad[:, q:])
+        return grad_x.t() + order_x, grad_y.t() + order_y, None
+
+
+def _block_rows(n: int, batch: int, element_size: int, block_bytes: int) -> int:
+    """Rows i per block so that a (rows·n, B) temporary takes about `block_bytes`."""
+    return max(1, min(n, block_bytes // (n * batch * element_size)))
+
+
+def _order_ops(x: Tensor, y: Tensor) -> Tensor:
+    """min, max, eq, lt of independent operands in O(n): (B, n), (B, n) -> (B, 4, n).
+
+    Every output is bilinear in (x, y), as the table's, so totals are kept rather than assumed to be 1.
+    """
+    total = x.sum(-1, keepdim=True) * y.sum(-1, keepdim=True)  # (B, 1)
+    cx, cy = x.cumsum(-1), y.cumsum(-1)  # (B, n): P(X <= k)
+    sx, sy = _suffix_sum(x), _suffix_sum(y)  # (B, n): P(X >= k)
+    at_most = cx * cy  # P(max <= k)
+    at_least = sx * sy  # P(min >= k)
+    maximum = at_most - F.pad(at_most[:, :-1], (1, 0))  # P(max = k) = P(max <= k) - P(max <= k-1)
+    minimum = at_least - F.pad(at_least[:, 1:], (0, 1))  # P(min = k) = P(min >= k) - P(min >= k+1)
+    equal = (x * y).sum(-1, keepdim=True)  # (B, 1): P(X = Y)
+    less = (x * (sy - y)).sum(-1, keepdim=True)  # (B, 1): P(X < Y) = sum_i P(X = i) P(Y > i)
+    flags = torch.cat([total - equal, equal, total - less, less], dim=-1)  # (B, 4): eq=0, eq=1, lt=0, lt=1
+    flags = F.pad(flags.view(-1, 2, 2), (0, x.shape[-1] - 2))  # (B, 2, n): values 0 and 1 of eq and lt
+    return torch.cat([minimum[:, None], maximum[:, None], flags], dim=1)  # (B, 4, n)
+
+
+def _order_ops_backward(x: Tensor, y: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+    """The adjoint of `_order_ops`: (B, n), (B, n), (B, 4, n) -> grad x, grad y, each (B, n)."""
+    g_min, g_max, g_eq, g_lt = grad.unbind(1)  # (B, n) each
+    cx, cy = x.cumsum(-1), y.cumsum(-1)
+    sx, sy = _suffix_sum(x), _suffix_sum(y)
+    g_at_most = g_max - F.pad(g_max[:, 1:], (0, 1))  # adjoint of A[k] - A[k-1]
+    g_at_least = g_min - F.pad(g_min[:, :-1], (1, 0))  # adjoint of S[k] - S[k+1]
+    g_total = g_eq[:, :1] + g_lt[:, :1]  # (B, 1)
+    g_equal = g_eq[:, 1:2] - g_eq[:, :1]
+    g_less = g_lt[:, 1:2] - g_lt[:, :1]
+    tx, ty = x.sum(-1, keepdim=True), y.sum(-1, keepdim=True)
+    grad_x = _suffix_sum(g_at_most * cy) + (g_at_least * sy).cumsum(-1) + g_total * ty + g_equal * y + g_less * (sy - y)
+    grad_y = _suffix_sum(g_at_most * cx) + (g_at_least * sx).cumsum(-1) + g_total * tx + g_equal * x + g_less * (cx - x)
+    return grad_x, grad_y
+
+
+class StructuredALU(nn.Module):
+    """The table's output distributions without the table (see the module docstring).
+
+    Index buffers (non-persistent, O(n²) integers, nothing n³): `div_*` (~n·ln n) the quotient
+    intervals, `pair_values` (n², 5) = op·n + op(i, j) for the backward; the level sets of a block of
+    rows (pairs sorted by (op, value)) are built on first use for each block size and cached.
+    """
+
+    exact_on_mixtures = True
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+        values = binary_op_values(n)  # (9, n_i, n_j)
+        # div: for j >= 1 the quotient is k on [k·j, min((k+1)·j, n)); dividing by 0 gives 0 for every x.
+        div_j, div_k = [0], [0]
+        for j in range(1, n):
+            for k in range((n - 1) // j + 1):
+                div_j.append(j), div_k.append(k)
+        div_j, div_k = torch.tensor(div_j), torch.tensor(div_k)
+        pair = values[: len(PAIR_OPS)] + n * torch.arange(len(PAIR_OPS))[:, None, None]  # (5, n_i, n_j)
+        buffers = {
+            "div_j": div_j,
+            "div_k": div_k,
+            "div_start": torch.where(div_j == 0, 0, div_k * div_j),
+            "div_end": torch.where(div_j == 0, n, ((div_k + 1) * div_j).clamp(max=n)),
+            "pair_values": pair.reshape(len(PAIR_OPS), n * n).t().contiguous(),  # (n·n, 5)
+        }
+        for name, tensor in buffers.items():
+            self.register_buffer(name, tensor, persistent=False)
+        self._level_sets: dict = {}
+        self._workspaces: dict = {}
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}"
+
+    def level_set_blocks(self, rows: int, device: torch.device) -> list[tuple[int, Tensor, Tensor]]:
+        """For each block of `rows` rows i: (first row, pairs (i - first)·n + j sorted by (op, op(i, j)) for
+        add/sub/mul/mod, offsets (4n) where each (op, value) level set starts). Built once per size."""
+        key = (rows, str(device))
+        if key not in self._level_sets:
+            n = self.n
+            values = binary_op_values(n)[[BINARY_OPS.index(op) for op in ("add", "sub", "mul", "mod")]]  # (4, n, n)
+            blocks = []
+            for start in range(0, n, rows):
+                block = values[:, start : start + rows]  # (4, rows, n_j)
+                bag = (block + n * torch.arange(4)[:, None, None]).reshape(-1)  # op·n + value per (op, i, j)
+                order = torch.argsort(bag, stable=True)  # positions in (op, i, j), by bag
+                counts = torch.bincount(bag, minlength=4 * n)  # (4n,) level set sizes
+                pairs = order % (block.shape[1] * n)  # row (i - start)·n + j of the block's joint
+                blocks.append((start, pairs.to(device), F.pad(counts.cumsum(0)[:-1], (1, 0)).to(device)))
+            self._level_sets[key] = blocks
+        return self._level_sets[key]
+
+    def workspace(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A scratch tensor kept between calls (never saved for backward, so reuse is safe)."""
+        key = (name, str(like.device))
+        buffer = self._workspaces.get(key)
+        if buffer is None or buffer.shape != torch.Size(shape) or buffer.dtype != like.dtype:
+            buffer = self._workspaces[key] = like.new_empty(shape)
+        return buffer
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        _check_operands(x, y, self.n)
+        return _StructuredOps.apply(x, y, self)  # (B, 9, n)
+
+
+def _circuit_alu() -> type[nn.Module]:
+    from .circuits import CircuitALU  # imported on demand: n must be a power of two
+
+    return CircuitALU
+
+
+# name -> class factory; every class takes `n` and maps (B, n), (B, n) -> (B, 9, n).
+ALU_BACKENDS: dict[str, Callable[[], type[nn.Module]]] = {
+    "table": lambda: TableALU,
+    "structured": lambda: StructuredALU,
+    "circuit": _circuit_alu,
+}
+# The default of the machine and the conformance CLI: exact on every input and fastest.
+DEFAULT_ALU = "structured"
+
+
+def build_alu(name: str, n: int) -> nn.Module:
+    """An ALU backend by name for word size n (a ValueError names the allowed backends)."""
+    if name not in ALU_BACKENDS:
+        raise ValueError(f"unknown ALU backend {name!r}; one of {', '.join(ALU_BACKENDS)}")
+    return ALU_BACKENDS[name]()(n)

@@ -1,0 +1,574 @@
+"""The differentiable register machine Δ (paper §3.2, eqs. 2-7; ISA.md "Soft semantics").
+
+State, batch first: memory (B, M, n), registers (B, R, n), the instruction counter (B, n) (a
+distribution over the n ROM lines) and the halting probability h (B,). One step:
+
+1. mix every field of every ROM line by the counter: ONE matmul over the concatenated ROM (P, n, F);
+2. read both operand registers (eq. 2 on registers): ONE bmm;
+3. run every op: the ALU gives all nine binary results at once; inc/dec/mov/const/read/call are
+   rolls, copies and one memory read (eq. 2);
+4. mix the results of the register-writing ops by the op distribution (eq. 7), and write them to
+   register d scaled by the probability that the op writes a register (eq. 5 within eq. 4's mixture);
+   write b to memory cell a with the probability of `write` (eqs. 3-4);
+5. move the counter: eq. 6 generalised to the ISA's control ops (next line, jmp/jez/jnz/call to the
+   immediate, ret to the value of register a, halt stays);
+6. h_{t+1} = h_t + (1 - h_t) p_halt, and the halted share of the state stops changing.
+
+(6) is implemented by running the step with op distribution (1 - h) p + h e_halt: the step is linear in
+the op distribution and `halt` changes nothing, so this IS h·state + (1 - h)·step(state), and its halt
+weight is h_{t+1}. Internally the state is packed into one tensor (B, R + M + 1, n) (registers,
+memory, counter) so that all writes are one erase-and-add (`baddbmm`).
+
+Speed: a step is three autograd nodes, `_StepRead` (1-2), the ALU, `_StepUpdate` (3-6), the first and
+last with backward passes written by hand (fewer, larger ops than autograd's per-op graph; checked by
+gradcheck). `checkpoint_steps` recomputes blocks of steps in the backward pass instead of keeping each
+step's activations (on CPU this is also often faster: fresh memory is expensive to touch).
+
+Library Λ: P programs run on every example (batch P·B inside, program-major); the final states are
+mixed by selection probabilities (B, P).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from .alu import BINARY_OPS, DEFAULT_ALU, build_alu
+from .assembler import OPCODES, Program, assemble, initial_memory
+from .compiler import RomLayout, compile_programs, rom_logits, rom_probabilities
+
+_OP = {name: i for i, name in enumerate(OPCODES)}
+# Ops that write register d, and the row of the step's result stack holding each one's value.
+REGISTER_WRITERS: tuple[str, ...] = ("const", "mov", "inc", "dec", *BINARY_OPS, "read", "call")
+# Where each op sends the counter: 0 next line (every op not listed), 1 the immediate, 2 the value of
+# register a, 3 stay. jez/jnz are listed by where they go when a != 0; the step then moves P(a = 0) of
+# their mass (jez: next line -> immediate, jnz: immediate -> next line).
+_CONTROL = {"halt": 3, "jmp": 1, "jez": 0, "jnz": 1, "call": 1, "ret": 2}
+
+
+@dataclass
+class DeltaState:
+    """Distributions over values for every cell, register and the counter; h = P(halted).
+
+    Shapes (*batch, M, n), (*batch, R, n), (*batch, n), (*batch,): a machine run takes batch (B,) or
+    (B, P) (one state per library program) and returns (B, P) states per program.
+    """
+
+    memory: Tensor
+    registers: Tensor
+    counter: Tensor
+    halted: Tensor
+
+    def values(self) -> dict[str, Tensor]:
+        """Arg-max values: memory (*batch, M), registers (*batch, R), counter (*batch,) long; halted = h >= 0.5."""
+        return {
+            "memory": self.memory.argmax(-1),
+            "registers": self.registers.argmax(-1),
+            "counter": self.counter.argmax(-1),
+            "halted": self.halted >= 0.5,
+        }
+
+    def confidence(self) -> Tensor:
+        """(*batch,) the smallest top probability over every memory cell and register."""
+        top = torch.cat([self.memory, self.registers], dim=-2).max(-1).values  # (*batch, M + R)
+        return top.min(-1).values
+
+    def map(self, fn) -> DeltaState:
+        return DeltaState(fn(self.memory), fn(self.registers), fn(self.counter), fn(self.halted))
+
+
+@dataclass
+class DeltaTrace:
+    """Per-step record of a run (for plots): counter (T, B, P, n), registers (T, B, P, R, n), halted (T, B, P).
+
+    Row t is the state after t steps (row 0 the initial state).
+    """
+
+    counter: Tensor
+    registers: Tensor
+    halted: Tensor
+
+
+@dataclass
+class DeltaOutput:
+    """`program_states` (B, P, ...) per program; `state` (B, ...) mixed by the selection (or the only
+    program's state when P = 1, else None); `steps` executed (a run stops once every example halted)."""
+
+    state: DeltaState | None
+    program_states: DeltaState
+    steps: int
+    trace: DeltaTrace | None = None
+
+
+@dataclass(frozen=True)
+class _StepConstants:
+    """Fixed sizes and tensors of a step (built in `DeltaMachine.__init__`, moved with the module)."""
+
+    num_registers: int
+    memory_size: int
+    writers: Tensor  # (15,) op index of each REGISTER_WRITERS row
+    control: Tensor  # (O, 4) counter target per op: next line, immediate, value of a, stay
+    conditional_shift: Tensor  # (4,) [-1, 1, 0, 0]: moves P(a = 0) of jez/jnz mass from next line to immediate
+    halt_onehot: Tensor  # (O,)
+    blocks: Tensor  # (K, 3) which written value each packed row takes
+
+
+def _write_weights(op: Tensor, writers: Tensor, dest: Tensor, a: Tensor, k: _StepConstants) -> tuple[Tensor, Tensor]:
+    """Per-row erase and gain weights of the packed state, (PB, K) each = [registers | memory | counter]:
+    registers erase P(write register)·d and gain d, memory cells erase and gain a·P(write), the counter row
+    is replaced."""
+    p_register = writers.sum(-1, keepdim=True)  # (PB, 1)
+    address = a[:, : k.memory_size] * op[:, _OP["write"], None]  # (PB, M)
+    ones = torch.ones_like(p_register)
+    erase = torch.cat([p_register * dest, address, ones], dim=1)  # (PB, K)
+    gain = torch.cat([dest, address, ones], dim=1)  # (PB, K)
+    return erase, gain
+
+
+class _StepRead(torch.autograd.Function):
+    """Steps 1-2 of a machine step as one autograd node: the current line's fields and the operand values.
+
+    fields (PB, F) = counter @ rom (every field of every line mixed by the counter, eq. 6's c over ROM
+    lines); operands (PB, 2, n) = the a/b register selections @ registers (eq. 2). The backward returns
+    the state gradient as ONE tensor (autograd would build a zero-filled copy per slice read).
+    """
+
+    @staticmethod
+    def forward(ctx, state, rom, k: _StepConstants):
+        pb, _, n = state.shape
+        p, r, ops = rom.shape[0], k.num_registers, k.control.shape[0]
+        counter = state[:, -1].reshape(p, pb // p, n)  # (P, B, n), program-major
+        fields = torch.bmm(counter, rom).view(pb, -1)  # (P, B, n) @ (P, n, F) -> (PB, F)
+        select = fields[:, ops : ops + 2 * r].reshape(pb, 2, r)  # (PB, 2, R): registers a and b
+        operands = torch.bmm(select, state[:, :r])  # (PB, 2, R) @ (PB, R, n) -> (PB, 2, n)
+        ctx.save_for_backward(state, rom, select)
+        ctx.constants = k
+        return fields, operands
+
+    @staticmethod
+    def backward(ctx, g_fields, g_operands):
+        state, rom, select = ctx.saved_tensors
+        k = ctx.constants
+        pb, _, n = state.shape
+        p, r, ops = rom.shape[0], k.num_registers, k.control.shape[0]
+        g_fields = g_fields.clone()
+        # operands = select @ registers
+        g_fields[:, ops : ops + 2 * r] += torch.bmm(g_operands, state[:, :r].transpose(1, 2)).view(pb, 2 * r)
+        g_state = torch.zeros_like(state)
+        g_state[:, :r] = torch.bmm(select.transpose(1, 2), g_operands)  # (PB, R, 2) @ (PB, 2, n) -> (PB, R, n)
+        # fields = counter @ rom, per program
+        g_fields = g_fields.view(p, pb // p, -1)  # (P, B, F)
+        g_state[:, -1] = torch.bmm(g_fields, rom.transpose(1, 2)).view(pb, n)  # (P, B, F) @ (P, F, n)
+        g_rom = None
+        if ctx.needs_input_grad[1]:
+            counter = state[:, -1].reshape(p, pb // p, n)
+            g_rom = torch.bmm(counter.transpose(1, 2), g_fields)  # (P, n, B) @ (P, B, F) -> (P, n, F)
+        return g_state, g_rom, None
+
+
+class _StepUpdate(torch.autograd.Function):
+    """Steps 3-6 of a machine step (module docstring) as ONE autograd node with a hand-written backward.
+
+    Inputs: packed state (PB, K, n), halted (PB,), the current line's fields (PB, F), the operand values
+    a, b (PB, 2, n) and the ALU's results (PB, 9, n); outputs the new packed state and h. The matmuls
+    before it (fields by counter, operands by register selection) and the ALU stay ordinary autograd
+    ops, so every ALU backend works. The backward is the chain rule of `forward` written out, line by
+    line in reverse (checked by gradcheck in tests/test_machine.py).
+    """
+
+    @staticmethod
+    def forward(ctx, state, halted, fields, operands, alu_results, k: _StepConstants):
+        r, m, ops = k.num_registers, k.memory_size, k.control.shape[0]
+        counter = state[:, -1]  # (PB, n)
+        op = torch.lerp(fields[:, :ops], k.halt_onehot, halted[:, None])  # (PB, O): the halted share runs `halt`
+        dest, imm = fields[:, ops + 2 * r : ops + 3 * r], fields[:, ops + 3 * r :]  # (PB, R), (PB, n)
+        a, b = operands[:, 0], operands[:, 1]  # (PB, n) each
+        # Every register-writing op's result, rows in REGISTER_WRITERS order.
+        loaded = torch.bmm(a[:, None, :m], state[:, r : r + m])  # (PB, 1, M) @ (PB, M, n) -> (PB, 1, n)
+        loaded[:, 0, 0] += a[:, m:].sum(-1)  # reading a cell >= M gives 0
+        next_line = counter.roll(1, -1)  # (PB, n): c + 1
+        results = torch.cat(
+            [
+                imm[:, None],
+                a[:, None],
+                a.roll(1, -1)[:, None],
+                a.roll(-1, -1)[:, None],
+                alu_results,
+                loaded,
+                next_line[:, None],
+            ],
+            dim=1,
+        )  # (PB, 15, n)
+        # The register result mixed by op (eq. 7); its mass is P(the op writes a register).
+        writers = op.index_select(1, k.writers)  # (PB, 15)
+        written = torch.bmm(writers[:, None, :], results)[:, 0]  # (PB, 1, 15) @ (PB, 15, n) -> (PB, n)
+        # The counter (eq. 6): a fixed target per op, then jez/jnz move P(a = 0) of their mass.
+        conditional = (op[:, _OP["jez"]] - op[:, _OP["jnz"]]) * a[:, 0]  # (PB,)
+        moves = torch.addcmul(op @ k.control, conditional[:, None], k.conditional_shift)  # (PB, 4)
+        targets = torch.stack([next_line, imm, a, counter], dim=1)  # (PB, 4, n)
+        new_counter = torch.bmm(moves[:, None, :], targets)[:, 0]  # (PB, 1, 4) @ (PB, 4, n) -> (PB, n)
+        # Writes as one erase-and-add over the packed rows (eqs. 3-5): registers get `written` at d, memory
+        # gets b at cell a (scaled by P(write)), the counter row is replaced.
+        erase, gain = _write_weights(op, writers, dest, a, k)  # (PB, K) each
+        values = torch.stack([written, b, new_counter], dim=1)  # (PB, 3, n)
+        new_state = torch.baddbmm(state * (1 - erase)[:, :, None], gain[:, :, None] * k.blocks, values)
+        # Saved: the inputs and the small per-row weights; n-sized intermediates are rebuilt in backward.
+        ctx.save_for_backward(state, halted, fields, operands, alu_results, written, moves, op, writers, erase)
+        ctx.constants = k
+        return new_state, op[:, _OP["halt"]]  # (PB, K, n), h_{t+1} = h + (1 - h) p_halt
+
+    @staticmethod
+    def backward(ctx, g_state, g_halted):
+        state, halted, fields, operands, alu_results, written, moves, op, writers, erase = ctx.saved_tensors
+        k = ctx.constants
+        r, m, ops = k.num_registers, k.memory_size, k.control.shape[0]
+        counter, f = state[:, -1], fields[:, :ops]
+        dest, imm = fields[:, ops + 2 * r : ops + 3 * r], fields[:, ops + 3 * r :]
+        a, b = operands[:, 0], operands[:, 1]
+        next_line = counter.roll(1, -1)
+        p_register, address = writers.sum(-1, keepdim=True), erase[:, r : r + m]
+        # new_state = state * (1 - erase) + gain ⊗ [written | b | new_counter] row by row
+        g_in = g_state * (1 - erase)[:, :, None]  # (PB, K, n)
+        g_erase = -(g_state * state).sum(-1)  # (PB, K)
+        g_written = torch.bmm(dest[:, None, :], g_state[:, :r])[:, 0]  # (PB, 1, R) @ (PB, R, n) -> (PB, n)
+        g_b = torch.bmm(address[:, None, :], g_state[:, r : r + m])[:, 0]  # (PB, 1, M) @ (PB, M, n) -> (PB, n)
+        g_new_counter = g_state[:, -1]  # (PB, n)
+        g_dest = g_erase[:, :r] * p_register + (g_state[:, :r] * written[:, None, :]).sum(-1)  # (PB, R)
+        g_p_register = (g_erase[:, :r] * dest).sum(-1, keepdim=True)  # (PB, 1)
+        g_address = g_erase[:, r : r + m] + (g_state[:, r : r + m] * b[:, None, :]).sum(-1)  # (PB, M)
+        # new_counter = moves @ [next_line, imm, a, counter]
+        targets = torch.stack([next_line, imm, a, counter], dim=1)  # (PB, 4, n)
+        g_moves = (targets * g_new_counter[:, None, :]).sum(-1)  # (PB, 4); faster than a bmm with one column
+        g_targets = moves[:, :, None] * g_new_counter[:, None, :]  # (PB, 4, n)
+        # moves = op @ control + conditional * shift, conditional = (op_jez - op_jnz) * a_0
+        g_op = g_moves @ k.control.t()  # (PB, 4) @ (4, O) -> (PB, O)
+        g_conditional = g_moves @ k.conditional_shift  # (PB,)
+        g_op[:, _OP["jez"]] += g_conditional * a[:, 0]
+        g_op[:, _OP["jnz"]] -= g_conditional * a[:, 0]
+        # written = writers @ results; p_register = sum(writers); address = a[:M] * op_write
+        loaded = torch.bmm(a[:, None, :m], state[:, r : r + m])  # (PB, 1, n), as in forward
+        loaded[:, 0, 0] += a[:, m:].sum(-1)
+        results = torch.cat(
+            [
+                imm[:, None],
+                a[:, None],
+                a.roll(1, -1)[:, None],
+                a.roll(-1, -1)[:, None],
+                alu_results,
+                loaded,
+                next_line[:, None],
+            ],
+            dim=1,
+        )  # (PB, 15, n), rebuilt rather than saved: it would be new memory every step
+        g_writers = (results * g_written[:, None, :]).sum(-1) + g_p_register  # (PB, 15)
+        g_results = writers[:, :, None] * g_written[:, None, :]  # (PB, 15, n)
+        g_op.index_add_(1, k.writers, g_writers)
+        g_op[:, _OP["write"]] += (g_address * a[:, :m]).sum(-1)
+        g_op[:, _OP["halt"]] += g_halted
+        # results rows: imm, a, a + 1, a - 1, ALU (9), loaded, next_line; targets: next_line, imm, a, counter
+        g_imm = g_results[:, 0] + g_targets[:, 1]
+        g_a = g_results[:, 1] + g_results[:, 2].roll(-1, -1) + g_results[:, 3].roll(1, -1) + g_targets[:, 2]
+        g_a[:, 0] += g_conditional * (op[:, _OP["jez"]] - op[:, _OP["jnz"]])
+        g_a[:, :m] += g_address * op[:, _OP["write"], None]
+        g_loaded = g_results[:, 13]  # loaded = a[:M] @ memory + sum(a[M:]) at value 0
+        g_a[:, :m] += (state[:, r : r + m] * g_loaded[:, None, :]).sum(-1)  # (PB, M)
+        g_a[:, m:] += g_loaded[:, :1]
+        g_in[:, r : r + m].baddbmm_(a[:, :m, None], g_loaded[:, None, :])  # += (PB, M, 1) @ (PB, 1, n)
+        g_in[:, -1] += (g_results[:, 14] + g_targets[:, 0]).roll(-1, -1) + g_targets[:, 3]
+        # op = lerp(f, e_halt, h) = f + h (e_halt - f); the a/b selections get their gradient in _StepRead
+        g_select = g_op.new_zeros(g_op.shape[0], 2 * r)
+        g_fields = torch.cat([g_op * (1 - halted)[:, None], g_select, g_dest, g_imm], dim=1)  # (PB, F)
+        g_h = (g_op * (k.halt_onehot - f)).sum(-1)
+        return g_in, g_h, g_fields, torch.stack([g_a, g_b], dim=1), g_results[:, 4:13], None
+
+
+class DeltaMachine(nn.Module):
+    """Δ with its ROM (one or several compiled programs), built from plain arguments.
+
+    Args:
+        n: word size; values are 0..n-1 and the ROM has n lines.
+        num_registers: R (r(R-2) = sp, r(R-1) = ra).
+        memory_size: M, 1..n.
+        alu: ALU backend name (`alu.ALU_BACKENDS`); swap with `set_alu`.
+        max_steps: default step limit of a run.
+        checkpoint_steps: > 0 recomputes blocks of this many steps in the backward pass
+            (torch.utils.checkpoint) instead of keeping every step's activations.
+        programs: `Program`s or a mapping name -> assembly source (or `Program`).
+        trainable_programs: hold the ROM as trainable logits `sharpness * one_hot` instead of a frozen buffer.
+        halt_tolerance: a run stops early once h >= 1 - halt_tolerance for every example (0: exactly halted).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        num_registers: int,
+        memory_size: int,
+        alu: str = DEFAULT_ALU,
+        max_steps: int = 1000,
+        checkpoint_steps: int = 0,
+        programs: Sequence[Program] | Mapping[str, str | Program] | None = None,
+        trainable_programs: bool = False,
+        sharpness: float = 10.0,
+        halt_tolerance: float = 0.0,
+    ):
+        super().__init__()
+        if n < 2:
+            raise ValueError(f"n = {n} is not allowed: n >= 2")
+        if num_registers < 2:
+            raise ValueError(f"num_registers = {num_registers} is not allowed: at least 2 (sp and ra)")
+        if not 1 <= memory_size <= n:
+            raise ValueError(f"memory_size = {memory_size} is out of range 1..{n} (n)")
+        if max_steps < 0 or checkpoint_steps < 0:
+            raise ValueError(f"max_steps = {max_steps} and checkpoint_steps = {checkpoint_steps} must be >= 0")
+        self.n, self.num_registers, self.memory_size = n, num_registers, memory_size
+        self.max_steps, self.checkpoint_steps, self.halt_tolerance = max_steps, checkpoint_steps, halt_tolerance
+        self.layout = RomLayout(n, num_registers)
+
+        ops = len(OPCODES)
+        control = torch.zeros(ops, 4)  # (O, 4): default is the next line
+        control[:, 0] = 1
+        for name, target in _CONTROL.items():
+            control[_OP[name]] = F.one_hot(torch.tensor(target), 4).float()
+        size = num_registers + memory_size + 1
+        blocks = torch.zeros(size, 3)  # (K, 3): which written value each packed row takes
+        blocks[:num_registers, 0] = 1  # registers <- the mixed register result
+        blocks[num_registers:-1, 1] = 1  # memory <- operand b
+        blocks[-1, 2] = 1  # counter <- the new counter
+        constants = {
+            "control": control,
+            "halt_onehot": F.one_hot(torch.tensor(_OP["halt"]), ops).float(),  # (O,)
+            "conditional_shift": torch.tensor([-1.0, 1.0, 0.0, 0.0]),  # moves P(a = 0) of jez/jnz mass
+            "blocks": blocks,
+        }
+        for name, tensor in constants.items():
+            self.register_buffer(name, tensor, persistent=False)
+        self.register_buffer("writers", torch.tensor([_OP[op] for op in REGISTER_WRITERS]), persistent=False)
+        self.set_alu(alu)
+        self.programs: list[Program] = []
+        self.program_names: list[str] = []
+        if programs is not None:
+            self.set_programs(programs, trainable=trainable_programs, sharpness=sharpness)
+
+    def extra_repr(self) -> str:
+        return (
+            f"n={self.n}, num_registers={self.num_registers}, memory_size={self.memory_size}, "
+            f"max_steps={self.max_steps}, checkpoint_steps={self.checkpoint_steps}, "
+            f"programs={self.program_names}"
+        )
+
+    # --- configuration
+    def set_alu(self, name: str) -> None:
+        """Swap the ALU backend (no backend has parameters, so a trained machine keeps working)."""
+        self.alu = build_alu(name, self.n).to(self.control.device)
+        self.alu_name = name
+
+    def set_programs(
+        self,
+        programs: Sequence[Program] | Mapping[str, str | Program],
+        trainable: bool = False,
+        sharpness: float = 10.0,
+    ) -> None:
+        """Compile and hold programs: a frozen one-hot `rom` buffer, or `rom_logits` (a Parameter) if trainable."""
+        if isinstance(programs, Mapping):
+            names = list(programs)
+            programs = [
+                p if isinstance(p, Program) else assemble(p, self.n, self.num_registers) for p in programs.values()
+            ]
+        else:
+            programs = list(programs)
+            names = [next(iter(p.functions), f"program{i}") for i, p in enumerate(programs)]
+        for i, program in enumerate(programs):
+            if (program.n, program.num_registers) != (self.n, self.num_registers):
+                raise ValueError(
+                    f"program {names[i]!r} is assembled for n={program.n}, "
+                    f"num_registers={program.num_registers}; the machine has n={self.n}, "
+                    f"num_registers={self.num_registers}"
+                )
+        rom = compile_programs(programs, dtype=self.control.dtype).to(self.control.device)  # (P, n, F)
+        for attribute in ("rom", "rom_logits"):
+            if hasattr(self, attribute):
+                delattr(self, attribute)
+        if trainable:
+            self.rom_logits = nn.Parameter(rom_logits(rom, sharpness))
+        else:
+            self.register_buffer("rom", rom)
+        self.programs, self.program_names = programs, names
+
+    def rom_distribution(self) -> Tensor:
+        """(P, n, F) the ROM the machine runs: the one-hot buffer, or a softmax per field of the logits."""
+        if hasattr(self, "rom_logits"):
+            return rom_probabilities(self.rom_logits, self.layout)
+        if not hasattr(self, "rom"):
+            raise RuntimeError("the machine holds no programs: call set_programs first")
+        return self.rom
+
+    # --- states
+    def start_state(
+        self,
+        memory: Tensor | None = None,
+        registers: Tensor | None = None,
+        entry: str | None = None,
+        batch_size: int | None = None,
+    ) -> DeltaState:
+        """ISA start state for every held program from (soft) values: (B, P, ...).
+
+        `memory` (B, k <= M, n) and `registers` (B, k <= R, n) give distributions for the first k cells /
+        registers; the rest take the ISA start values (0; `ra` = each program's trailing halt line).
+        The counter starts at line 0 or the `.func` named `entry` of each program.
+        """
+        given = [t for t in (memory, registers) if t is not None]
+        b = given[0].shape[0] if given else batch_size
+        if b is None:
+            raise ValueError("start_state needs memory, registers or batch_size to know the batch size")
+        if not self.programs:
+            raise RuntimeError("the machine holds no programs: call set_programs first")
+        n, r, m, p = self.n, self.num_registers, self.memory_size, len(self.programs)
+        like = self.control  # the machine's dtype and device
+        zero = F.one_hot(torch.zeros((), dtype=torch.long, device=like.device), n).to(like)  # (n,) the value 0
+
+        def start(values: Tensor | None, rows: int, what: str) -> Tensor:
+            out = zero.expand(b, p, rows, n).clone()  # (B, P, rows, n): every value 0
+            if values is not None:
+                if values.dim() != 3 or values.shape[0] != b or values.shape[1] > rows or values.shape[2] != n:
+                    raise ValueError(f"{what} must be (B={b}, k <= {rows}, n={n}); got {tuple(values.shape)}")
+                out[:, :, : values.shape[1]] = values[:, None].to(like)  # the same for every program
+            return out
+
+        halt_lines = torch.tensor([prog.halt_line for prog in self.programs], device=like.device)
+        regs = zero.expand(b, p, r, n).clone()  # (B, P, R, n)
+        regs[:, :, r - 1] = F.one_hot(halt_lines, n).to(like)  # ra = each program's trailing halt
+        if registers is not None:
+            regs = start(registers, r, "registers").where(
+                torch.arange(r, device=like.device)[:, None] < registers.shape[1], regs
+            )  # given ones override
+        entries = torch.tensor([prog.entry_line(entry) for prog in self.programs], device=like.device)
+        counter = F.one_hot(entries, n).to(like).expand(b, p, n)  # (B, P, n)
+        return DeltaState(start(memory, m, "memory"), regs, counter, like.new_zeros(b, p))
+
+    def initial_state(
+        self,
+        memory: Sequence[Sequence[int]] = (),
+        registers: Sequence[Sequence[int]] = (),
+        entry: str | None = None,
+    ) -> DeltaState:
+        """One-hot start state from integer values, one list per example (ISA start values elsewhere): (B, P, ...).
+
+        Example rows may have different lengths; values are checked as the reference interpreter checks them.
+        """
+        b = max(len(memory), len(registers), 1)
+        for name, rows in (("memory", memory), ("registers", registers)):
+            if rows and len(rows) != b:
+                raise ValueError(f"{name} has {len(rows)} examples; the other list has {b}")
+        cells = [initial_memory(row, self.memory_size, self.n) for row in (memory or [()] * b)]  # B × M ints
+        state = self.start_state(F.one_hot(torch.tensor(cells), self.n), entry=entry)
+        for i, row in enumerate(registers):
+            self.programs[0].initial_registers(row)  # checks count and range
+            for index, value in enumerate(row):
+                state.registers[i, :, index] = F.one_hot(torch.tensor(value), self.n).to(state.registers)
+        return state
+
+    # --- running
+    def _constants(self) -> _StepConstants:
+        return _StepConstants(
+            self.num_registers,
+            self.memory_size,
+            self.writers,
+            self.control,
+            self.conditional_shift,
+            self.halt_onehot,
+            self.blocks,
+        )
+
+    def _step(self, state: Tensor, halted: Tensor, rom: Tensor, k: _StepConstants) -> tuple[Tensor, Tensor]:
+        """One step on packed states: (P·B, K, n), (P·B,) -> same; rom (P, n, F) distributions."""
+        fields, operands = _StepRead.apply(state, rom, k)  # (PB, F), (PB, 2, n): steps 1-2
+        alu_results = self.alu(operands[:, 0], operands[:, 1])  # (PB, 9, n)
+        return _StepUpdate.apply(state, halted, fields, operands, alu_results, k)  # steps 3-6
+
+    def _run_steps(self, state: Tensor, halted: Tensor, rom: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+        k = self._constants()
+        for _ in range(steps):
+            state, halted = self._step(state, halted, rom, k)
+        return state, halted
+
+    def _all_halted(self, halted: Tensor) -> bool:
+        return bool((halted >= 1 - self.halt_tolerance).all())
+
+    def forward(
+        self,
+        state: DeltaState,
+        selection: Tensor | None = None,
+        max_steps: int | None = None,
+        return_trace: bool = False,
+    ) -> DeltaOutput:
+        """Run every held program on every example from `state` ((B,) or (B, P) batch).
+
+        selection: (B, P) probabilities mixing the programs' final states into `output.state`.
+        return_trace: record counter/registers/halted after every step (runs without checkpointing).
+        """
+        rom = self.rom_distribution()  # (P, n, F)
+        p = rom.shape[0]
+        max_steps = self.max_steps if max_steps is None else max_steps
+        if state.halted.dim() == 1:
+            state = state.map(lambda t: t.unsqueeze(1).expand(-1, p, *t.shape[1:]))  # (B, ...) -> (B, P, ...)
+        b = state.halted.shape[0]
+        if state.halted.shape != (b, p):
+            raise ValueError(f"state batch must be (B,) or (B, P={p}); halted has shape {tuple(state.halted.shape)}")
+        r, m, n = self.num_registers, self.memory_size, self.n
+        if state.memory.shape[-2:] != (m, n) or state.registers.shape[-2:] != (r, n) or state.counter.shape[-1] != n:
+            raise ValueError(
+                f"state does not fit the machine (M={m}, R={r}, n={n}): memory "
+                f"{tuple(state.memory.shape)}, registers {tuple(state.registers.shape)}, "
+                f"counter {tuple(state.counter.shape)}"
+            )
+        packed = torch.cat([state.registers, state.memory, state.counter[:, :, None]], dim=2)  # (B, P, K, n)
+        packed = packed.transpose(0, 1).reshape(p * b, r + m + 1, n)  # program-major (P·B, K, n)
+        halted = state.halted.t().reshape(p * b)  # (P·B,)
+
+        trace = [] if return_trace else None
+        use_checkpoint = self.checkpoint_steps > 0 and torch.is_grad_enabled() and not return_trace
+        block = self.checkpoint_steps if use_checkpoint else 1
+        steps = 0
+        if trace is not None:
+            trace.append((packed[:, -1].detach(), packed[:, :r].detach(), halted.detach()))
+        while steps < max_steps and not self._all_halted(halted):
+            count = min(block, max_steps - steps)
+            if use_checkpoint:
+                packed, halted = checkpoint(self._run_steps, packed, halted, rom, count, use_reentrant=False)
+            else:
+                packed, halted = self._run_steps(packed, halted, rom, count)
+            steps += count
+            if trace is not None:
+                trace.append((packed[:, -1].detach(), packed[:, :r].detach(), halted.detach()))
+
+        def per_program(t: Tensor) -> Tensor:  # (P·B, ...) -> (B, P, ...)
+            return t.reshape(p, b, *t.shape[1:]).transpose(0, 1)
+
+        finals = DeltaState(
+            per_program(packed[:, r : r + m]),
+            per_program(packed[:, :r]),
+            per_program(packed[:, -1]),
+            per_program(halted),
+        )
+        mixed = None
+        if selection is not None:
+            if selection.shape != (b, p):
+                raise ValueError(f"selection must be (B={b}, P={p}); got {tuple(selection.shape)}")
+            mixed = DeltaState(
+                torch.einsum("bp,bpmn->bmn", selection, finals.memory),  # (B, M, n)
+                torch.einsum("bp,bprn->brn", selection, finals.registers),  # (B, R, n)
+                torch.einsum("bp,bpn->bn", selection, finals.counter),  # (B, n)
+                torch.einsum("bp,bp->b", selection, finals.halted),  # (B,)
+            )
+        elif p == 1:
+            mixed = finals.map(lambda t: t[:, 0])
+        out_trace = None
+        if trace is not None:
+            counters, registers, halts = (torch.stack([per_program(step[i]) for step in trace]) for i in range(3))
+            out_trace = DeltaTrace(counters, registers, halts)
+        return DeltaOutput(mixed, finals, steps, out_trace)

@@ -1,0 +1,136 @@
+"""ALU backends: exact on every one-hot operand pair, and `structured` equal to the dense table on mixtures."""
+
+import pytest
+import torch
+
+from modeling_llama_delta.alu import (
+    ALU_BACKENDS,
+    BINARY_OPS,
+    DEFAULT_ALU,
+    StructuredALU,
+    TableALU,
+    binary_op_values,
+    build_alu,
+)
+from modeling_llama_delta.reference import binary_op
+
+SMALL_N = [2, 3, 5, 8, 16]
+
+
+def _all_pairs(n: int, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-hot operands for every (x, y): (n·n, n) each, row x·n + y."""
+    eye = torch.eye(n, dtype=dtype)
+    return eye.repeat_interleave(n, dim=0), eye.repeat(n, 1)
+
+
+def _expected(n: int) -> torch.Tensor:
+    """(n·n, 9) reference values, straight from `reference.binary_op`."""
+    return torch.tensor([[binary_op(op, x, y, n) for op in BINARY_OPS] for x in range(n) for y in range(n)])
+
+
+def _backends_for(n: int) -> list[str]:
+    return [name for name in sorted(ALU_BACKENDS) if name != "circuit" or n & (n - 1) == 0]
+
+
+@pytest.mark.parametrize("n", SMALL_N)
+def test_value_table_matches_reference(n):
+    values = binary_op_values(n)  # (9, n, n)
+    assert torch.equal(values.permute(1, 2, 0).reshape(n * n, 9), _expected(n))
+
+
+@pytest.mark.parametrize("n", SMALL_N)
+def test_every_backend_is_exact_on_every_operand_pair(n):
+    x, y = _all_pairs(n)
+    for name in _backends_for(n):
+        out = build_alu(name, n)(x, y)  # (n·n, 9, n)
+        assert out.shape == (n * n, len(BINARY_OPS), n), name
+        assert torch.equal(out.argmax(-1), _expected(n)), name
+        assert torch.equal(out, torch.nn.functional.one_hot(_expected(n), n).float()), name  # exactly one-hot
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 16, 30, 64])
+def test_structured_equals_table_on_mixtures_in_float64(n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.softmax(torch.randn(6, n, generator=g, dtype=torch.float64) * 3, -1)
+    y = torch.softmax(torch.randn(6, n, generator=g, dtype=torch.float64) * 3, -1)
+    table, structured = TableALU(n)(x, y), StructuredALU(n)(x, y)
+    assert float((table - structured).abs().max()) < 1e-12
+    assert float((structured.sum(-1) - 1).abs().max()) < 1e-12  # distributions stay distributions
+    # Both are bilinear, so they also agree on unnormalised inputs (as inside a soft machine).
+    scale = torch.rand(6, 1, generator=g, dtype=torch.float64) + 0.5
+    assert torch.allclose(TableALU(n)(x * scale, y), StructuredALU(n)(x * scale, y), atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [3, 8])
+def test_structured_backward_passes_gradcheck(n):
+    g = torch.Generator().manual_seed(0)
+    x = torch.softmax(torch.randn(3, n, generator=g, dtype=torch.float64), -1).requires_grad_()
+    y = torch.softmax(torch.randn(3, n, generator=g, dtype=torch.float64), -1).requires_grad_()
+    assert torch.autograd.gradcheck(StructuredALU(n), (x, y))
+
+
+def test_structured_gradients_equal_the_tables():
+    n = 12
+    g = torch.Generator().manual_seed(1)
+    x = torch.softmax(torch.randn(4, n, generator=g, dtype=torch.float64), -1)
+    y = torch.softmax(torch.randn(4, n, generator=g, dtype=torch.float64), -1)
+    weight = torch.randn(4, len(BINARY_OPS), n, generator=g, dtype=torch.float64)
+    grads = []
+    for alu in (TableALU(n), StructuredALU(n)):
+        xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
+        (alu(xs, ys) * weight).sum().backward()
+        grads.append((xs.grad, ys.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-12)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-12)
+
+
+def test_float32_structured_stays_close_to_float64():
+    n = 128
+    g = torch.Generator().manual_seed(2)
+    x = torch.softmax(torch.randn(8, n, generator=g, dtype=torch.float64) * 4, -1)
+    y = torch.softmax(torch.randn(8, n, generator=g, dtype=torch.float64) * 4, -1)
+    alu = StructuredALU(n)
+    assert float((alu(x.float(), y.float()).double() - alu(x, y)).abs().max()) < 1e-6
+
+
+def test_table_refuses_sizes_it_cannot_build():
+    alu = TableALU(1024)  # 9 · 1024³ floats = 38.7 GB
+    x = torch.full((1, 1024), 1 / 1024)
+    with pytest.raises(MemoryError, match="n = 1024 needs 38.7 GB"):
+        alu(x, x)
+    assert TableALU(8, max_bytes=100).table_bytes(torch.float32) == 9 * 8**3 * 4
+
+
+def test_registry_and_operand_checks():
+    assert set(ALU_BACKENDS) == {"table", "structured", "circuit"} and DEFAULT_ALU == "structured"
+    with pytest.raises(ValueError, match="unknown ALU backend 'abacus'"):
+        build_alu("abacus", 8)
+    with pytest.raises(ValueError, match="power of two"):
+        build_alu("circuit", 12)
+    with pytest.raises(ValueError, match=r"\(B, 8\)"):
+        build_alu("structured", 8)(torch.zeros(2, 8), torch.zeros(3, 8))
+    assert not list(StructuredALU(16).state_dict())  # index buffers are rebuilt, never saved
+
+
+def test_structured_blocks_give_the_same_values_and_gradients(monkeypatch):
+    """Small block sizes force many row blocks (a partial last one too) in both directions."""
+    import modeling_llama_delta.alu as alu_module
+
+    n = 30
+    g = torch.Generator().manual_seed(3)
+    x = torch.softmax(torch.randn(5, n, generator=g, dtype=torch.float64), -1)
+    y = torch.softmax(torch.randn(5, n, generator=g, dtype=torch.float64), -1)
+    weight = torch.randn(5, len(BINARY_OPS), n, generator=g, dtype=torch.float64)
+    results = []
+    for block_bytes in (None, 7 * n * 5 * 8):  # one block; blocks of 7 rows (30 = 4·7 + 2)
+        if block_bytes:
+            monkeypatch.setattr(alu_module, "FORWARD_BLOCK_BYTES", block_bytes)
+            monkeypatch.setattr(alu_module, "BACKWARD_BLOCK_BYTES", block_bytes)
+        xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
+        out = StructuredALU(n)(xs, ys)
+        (out * weight).sum().backward()
+        results.append((out, xs.grad, ys.grad))
+    assert alu_module._block_rows(n, 5, 8, alu_module.FORWARD_BLOCK_BYTES) == 7
+    for single, blocked in zip(*results, strict=True):
+        assert torch.allclose(single, blocked, atol=1e-13)
+    assert torch.allclose(results[1][0], TableALU(n)(x, y), atol=1e-12)
