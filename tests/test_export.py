@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY_LLAMA
 from huggingface_hub import HfApi, ModelCard, upload_file
 from safetensors import safe_open
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
@@ -90,13 +91,7 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
 def model():
     torch.manual_seed(0)
     config = LlamaDeltaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
+        **TINY_LLAMA,
         delta_word_size=16,
         delta_memory_size=8,
         delta_max_steps=8,

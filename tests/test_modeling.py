@@ -8,6 +8,7 @@ import unittest
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_LLAMA
 from safetensors.torch import load_file, save_file
 
 from modeling_llama_delta import LIBRARY, LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA, assemble, run_reference
@@ -15,15 +16,6 @@ from modeling_llama_delta.compiler import compile_programs
 from modeling_llama_delta.configuration_llama_delta import PARSE_MODES
 from modeling_llama_delta.modeling_llama_delta import ANSWER_EPS, format_answer
 
-TINY_LLAMA = dict(
-    vocab_size=100,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-)
 # Arithmetic library (the default Λ): two parsed registers, answer r0 and r1.
 REGISTER_DELTA = dict(delta_word_size=16, delta_memory_size=8, delta_max_steps=8, delta_answer_length=2)
 # String library: a zero-terminated string of length <= 4 parsed into m[0..4], answer m[0..3] (sort needs 20 lines).

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_LLAMA
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -87,13 +88,7 @@ def load_in_fresh_process(source: str, inputs: dict[str, torch.Tensor], tmp_path
 def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     config = LlamaDeltaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
+        **TINY_LLAMA,
         delta_word_size=16,
         delta_memory_size=8,
         delta_max_steps=8,
