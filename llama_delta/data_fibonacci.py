@@ -20,16 +20,17 @@ from .data_common import (
 
 PROGRAMS = ("fib_recursive", "fib")  # the paper studies the recursive one
 # {a}, {b}: the two starting numbers x0, x1; {d}: the depth (number of additions); {k} = d + 2: the
-# 1-based position of the answer x_{d+1}; {n}: the modulus. The first template is the canonical one.
+# 1-based position of the answer x_{d+1}; {n}: the modulus; {additions}/{steps}: the noun,
+# singular for d = 1. The first template is the canonical one.
 TEMPLATES = (
     "Start with {a} and {b}. Each next number is the sum of the previous two, mod {n}. "
-    "What is the number after {d} additions?",
+    "What is the number after {d} {additions}?",
     "A sequence begins {a}, {b}, and every later term is the sum of the two terms before it, modulo {n}. "
     "What is term {k}?",
     "Let x0 = {a}, x1 = {b} and x(i+1) = x(i) + x(i-1) mod {n}. What is x{d1}?",
     "Fibonacci-style sequence mod {n} with first two numbers {a} and {b}: give number {k} of the sequence.",
     "Keep adding the last two numbers, starting from {a} and {b}, working modulo {n}. "
-    "Which number do you reach after {d} steps?",
+    "Which number do you reach after {d} {steps}?",
 )
 
 
@@ -100,7 +101,9 @@ class FibonacciBuilder(AlgorithmicBuilder):
         def example(pair: int, depth: int) -> dict:
             x0, x1 = divmod(pair, n)
             if config.text:
+                plural = "" if depth == 1 else "s"
                 fields = {"a": x0, "b": x1, "d": depth, "d1": depth + 1, "k": depth + 2, "n": n}
+                fields |= {"additions": "addition" + plural, "steps": "step" + plural}
                 question = words.choice(templates).format(**fields)
             else:
                 question = f"{x0} {x1} {depth}"

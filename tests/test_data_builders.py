@@ -134,7 +134,8 @@ def template_regex(template: str) -> re.Pattern:
     """A template ("Add {x} and {y}.") as a regex whose named groups capture the fields."""
     pattern = re.escape(template)
     for field in re.findall(r"\{(\w+)\}", template):
-        value = r'[^"]+?' if field == "s" else r"[\d ]+?"  # strings are quoted; numbers may be spaced out
+        # strings are quoted; nouns are words; numbers may be spaced out
+        value = r'[^"]+?' if field == "s" else r"[a-z]+" if field in ("additions", "steps") else r"[\d ]+?"
         pattern = pattern.replace(re.escape("{" + field + "}"), f"(?P<{field}>{value})")
     return re.compile(pattern)
 
