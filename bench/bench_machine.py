@@ -10,6 +10,13 @@ runs; `structured` also with gradient checkpointing (blocks of 20 steps). n = 10
 backends only, checkpointed, 100 steps) and the table at n = 256 (100 steps only) are cut to fit the
 time budget; runs that would start after 9 minutes are skipped and listed.
 
+The structured ALU computes only the ops the frozen ROM can select (`DeltaMachine.alu_ops`): the loop
+uses add/mul/div/lt (5 of its 9 ops are skipped). Extra `structured` rows (100 steps, plain autograd)
+run the same loop with every one of the nine ALU ops in it (`program` "every_op"), and the library's
+insertion `sort` (min and lt only: no n² work). Their ratios are against the table's loop rows (the
+table's step costs the same for every program: it always computes all nine ops); `targets` use the
+loop rows only.
+
 Peak memory is the growth of the process's resident set during one run: glibc's free lists are
 trimmed (malloc_trim), the kernel's high-water mark is reset (/proc/self/clear_refs), and the run's
 peak is VmHWM - VmRSS before it. tracemalloc cannot see torch's allocations; this counts every byte
@@ -36,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from modeling_llama_delta.alu import ALU_BACKENDS, TableALU, build_alu  # noqa: E402
-from modeling_llama_delta.assembler import assemble  # noqa: E402
+from modeling_llama_delta.library import LIBRARY  # noqa: E402
 from modeling_llama_delta.machine import DeltaMachine  # noqa: E402
 
 # Every ALU op, a memory read and write, a conditional jump and a call; never halts.
@@ -52,6 +59,24 @@ loop:
     jnz r1, loop
     call loop
 """
+# The same loop with the five ALU ops it lacks added: every binary op has nonzero probability.
+EVERY_OP_PROGRAM = """
+loop:
+    add r2, r0, r1
+    mul r3, r2, r0
+    write r1, r3
+    read r4, r1
+    lt r5, r4, r3
+    div r0, r3, r1
+    inc r1, r1
+    sub r2, r2, r1
+    mod r3, r3, r1
+    min r4, r4, r2
+    max r5, r5, r3
+    eq r2, r4, r5
+    jnz r1, loop
+    call loop
+"""
 FLOOR_FLOP_128, FLOOR_BYTES_128 = 15e6, 6e6  # one fwd+bwd step at B = 32, n = 128
 # Machine sizes run by every backend; table-free sizes skip the table (it cannot be built there).
 FULL = {
@@ -61,6 +86,7 @@ FULL = {
     "steps": [100, 300],
     "batch": 32,
     "memory_size": 32,
+    "extra_programs": ["every_op", "sort"],  # structured-only rows: the loop with all nine ops, the library's sort
 }
 QUICK = {
     "machine_sizes": [16, 32],
@@ -69,6 +95,7 @@ QUICK = {
     "steps": [10],
     "batch": 4,
     "memory_size": 8,
+    "extra_programs": ["every_op"],  # sort needs more than 16 ROM lines
 }
 TABLE_MAX_STEPS_AT_256 = 100  # the table machine at n >= 256 costs ~0.4 s per step: 300 steps would not fit
 TIME_BUDGET_S = 540  # machine runs still waiting after this are skipped (and listed as skipped)
@@ -131,10 +158,16 @@ def bench_alu(name: str, n: int, batch: int, repeats: int) -> dict:
     return {"fwd_ms": best_time(forward, repeats) * 1e3, "fwdbwd_ms": best_time(forward_backward, repeats) * 1e3}
 
 
-def bench_machine(name: str, n: int, steps: int, batch: int, memory_size: int, checkpoint: int, repeats: int):
-    """Machine forward (no grad) and forward+backward over `steps` steps: best time and peak memory growth."""
+def bench_machine(
+    name: str, n: int, steps: int, batch: int, memory_size: int, checkpoint: int, repeats: int, program: str = "loop"
+):
+    """Machine forward (no grad) and forward+backward over `steps` steps: best time and peak memory growth.
+
+    program: "loop" (PROGRAM), "every_op" (EVERY_OP_PROGRAM) or a library program's name."""
     machine = DeltaMachine(n, 8, memory_size, alu=name, checkpoint_steps=checkpoint)
-    machine.set_programs([assemble(PROGRAM, n, 8)])
+    sources = {"loop": PROGRAM, "every_op": EVERY_OP_PROGRAM}
+    machine.set_programs({program: sources.get(program) or LIBRARY[program]})
+    machine.halt_tolerance = -1.0  # never stop early (h <= 1 < 2): a library program that halts still runs every step
     memory, registers = soft_inputs(batch, n, memory_size)
 
     def forward(count: int):
@@ -215,7 +248,7 @@ def main(argv=None) -> int:
                 f"ALU {name:>10} n={n:<5} fwd {row['fwd_ms']:9.3f} ms  fwd+bwd {row['fwdbwd_ms']:9.3f} ms", flush=True
             )
 
-    plans = []  # (alu, n, steps, checkpoint)
+    plans = []  # (alu, n, steps, checkpoint, program)
     for n in sizes + big:
         for steps in step_counts:
             for name in backends:
@@ -223,19 +256,23 @@ def main(argv=None) -> int:
                     continue
                 if n in big and steps > min(step_counts):
                     continue  # table-free sizes: the shortest run only (time budget)
-                plans.append((name, n, steps, 0 if n not in big else 20))
+                plans.append((name, n, steps, 0 if n not in big else 20, "loop"))
                 if name == "structured" and n not in big:
-                    plans.append((name, n, steps, 20))  # gradient checkpointing, blocks of 20 steps
-    for name, n, steps, checkpoint in plans:
+                    plans.append((name, n, steps, 20, "loop"))  # gradient checkpointing, blocks of 20 steps
+                if name == "structured" and n not in big and steps == min(step_counts):
+                    plans += [(name, n, steps, 0, program) for program in config["extra_programs"]]
+    for name, n, steps, checkpoint, program in plans:
         if time.perf_counter() - started > TIME_BUDGET_S:
-            results["skipped"].append(f"machine {name} n={n} steps={steps} ckpt={checkpoint}: over the time budget")
+            results["skipped"].append(
+                f"machine {name} n={n} steps={steps} ckpt={checkpoint} {program}: over the time budget"
+            )
             continue
-        row = {"alu": name, "n": n, "steps": steps, "checkpoint_steps": checkpoint}
-        row.update(bench_machine(name, n, steps, batch, memory_size, checkpoint, machine_repeats))
+        row = {"alu": name, "n": n, "steps": steps, "checkpoint_steps": checkpoint, "program": program}
+        row.update(bench_machine(name, n, steps, batch, memory_size, checkpoint, machine_repeats, program))
         row["fwd_ms_per_step"], row["fwdbwd_ms_per_step"] = row["fwd_ms"] / steps, row["fwdbwd_ms"] / steps
         results["machine"].append(row)
         print(
-            f"machine {name:>10} n={n:<5} steps={steps:<4} ckpt={checkpoint:<3} "
+            f"machine {name:>10} {program:>8} n={n:<5} steps={steps:<4} ckpt={checkpoint:<3} "
             f"fwd {row['fwd_ms_per_step']:8.3f} ms/step  fwd+bwd {row['fwdbwd_ms_per_step']:8.3f} ms/step  "
             f"peak fwd+bwd {row['fwdbwd_peak_mb'] or float('nan'):8.1f} MB",
             flush=True,
@@ -273,7 +310,7 @@ def ratios(results: dict) -> list[dict]:
                     "fwdbwd_x": base["fwdbwd_ms"] / row["fwdbwd_ms"],
                 }
             )
-    table_machine = {(r["n"], r["steps"]): r for r in results["machine"] if r["alu"] == "table"}
+    table_machine = {(r["n"], r["steps"]): r for r in results["machine"] if r["alu"] == "table"}  # the loop
     for row in results["machine"]:
         base = table_machine.get((row["n"], row["steps"]))
         if row["alu"] != "table" and base:
@@ -284,6 +321,7 @@ def ratios(results: dict) -> list[dict]:
                     "n": row["n"],
                     "steps": row["steps"],
                     "checkpoint_steps": row["checkpoint_steps"],
+                    "program": row["program"],
                     "fwd_x": base["fwd_ms"] / row["fwd_ms"],
                     "fwdbwd_x": base["fwdbwd_ms"] / row["fwdbwd_ms"],
                 }
@@ -307,6 +345,7 @@ def floor(results: dict, batch: int) -> list[dict]:
                 "n": row["n"],
                 "steps": row["steps"],
                 "checkpoint_steps": row["checkpoint_steps"],
+                "program": row["program"],
                 "floor_ms_per_step": floor_ms,
                 "x_floor": row["fwdbwd_ms_per_step"] / floor_ms,
             }
@@ -319,7 +358,9 @@ def targets(results: dict) -> dict:
     count; structured with or without checkpointing), which is robust to a contention burst in one row."""
 
     def best_step(alu, n):
-        rows = [r["fwdbwd_ms_per_step"] for r in results["machine"] if (r["alu"], r["n"]) == (alu, n)]
+        rows = [
+            r["fwdbwd_ms_per_step"] for r in results["machine"] if (r["alu"], r["n"], r["program"]) == (alu, n, "loop")
+        ]
         return min(rows) if rows else None
 
     def speedup(n):
@@ -329,9 +370,13 @@ def targets(results: dict) -> dict:
     ckpt300 = [
         r
         for r in results["machine"]
-        if (r["alu"], r["n"], r["steps"], r["checkpoint_steps"]) == ("structured", 128, 300, 20)
+        if (r["alu"], r["n"], r["steps"], r["checkpoint_steps"], r["program"]) == ("structured", 128, 300, 20, "loop")
     ]
-    floor300 = [r for r in results["floor"] if (r["n"], r["steps"], r["checkpoint_steps"]) == (128, 300, 20)]
+    floor300 = [
+        r
+        for r in results["floor"]
+        if (r["n"], r["steps"], r["checkpoint_steps"], r["program"]) == (128, 300, 20, "loop")
+    ]
     big = [r for r in results["machine"] if r["alu"] != "table" and r["n"] >= 1024]
     return {
         "fwdbwd_vs_table_n128 (>= 20)": speedup(128),
@@ -345,14 +390,18 @@ def targets(results: dict) -> dict:
 def print_summary(results: dict) -> None:
     print("\nratios (table time / backend time):")
     for row in results["ratios"]:
-        where = "ALU alone" if row["what"] == "alu" else f"machine {row['steps']} steps ckpt={row['checkpoint_steps']}"
+        where = (
+            "ALU alone"
+            if row["what"] == "alu"
+            else f"machine {row['program']} {row['steps']} steps ckpt={row['checkpoint_steps']}"
+        )
         print(
-            f"  {row['alu']:>10} n={row['n']:<4} {where:<28} fwd {row['fwd_x']:7.1f}x  fwd+bwd {row['fwdbwd_x']:7.1f}x"
+            f"  {row['alu']:>10} n={row['n']:<4} {where:<36} fwd {row['fwd_x']:7.1f}x  fwd+bwd {row['fwdbwd_x']:7.1f}x"
         )
     print("structured fwd+bwd step vs its floor:")
     for row in results["floor"]:
         print(
-            f"  n={row['n']:<5} steps={row['steps']:<4} ckpt={row['checkpoint_steps']:<3} "
+            f"  n={row['n']:<5} {row['program']:>8} steps={row['steps']:<4} ckpt={row['checkpoint_steps']:<3} "
             f"floor {row['floor_ms_per_step']:.3f} ms/step -> {row['x_floor']:.1f}x floor"
         )
     for line in results["skipped"]:

@@ -13,7 +13,9 @@ the machine.
   convolution, for sub the correlation) with one fused gather-and-sum over fixed index lists; div sums
   x over the intervals [k·j, (k+1)·j) (n·ln n terms); min/max/eq/lt are O(n) closed forms through
   cumulative distributions. One custom autograd function, backward by hand (one more gather-and-sum;
-  nothing n²-sized is saved), on cache-sized blocks of operand pairs.
+  nothing n²-sized is saved), on cache-sized blocks of operand pairs. `alu(x, y, ops=...)` computes only
+  the rows of the listed ops (the others are 0): a machine whose frozen ROM never selects mul, say, skips
+  its n² work exactly (an op of probability 0 contributes exactly 0; see `DeltaMachine.alu_ops`).
 - `circuit` (circuits.py, n a power of two): logic gates on binary encodings; exact on one-hot inputs
   only (it treats bits as independent).
 """
@@ -34,6 +36,8 @@ TABLE_MAX_BYTES = 2 * 1024**3
 PAIR_OPS: tuple[str, ...] = ("add", "sub", "mul", "div", "mod")
 ORDER_OPS: tuple[str, ...] = ("min", "max", "eq", "lt")
 assert BINARY_OPS == PAIR_OPS + ORDER_OPS, "the structured ALU returns pair ops, then order ops"
+# Pair ops summed over level sets in the forward pass (div sums intervals instead).
+LEVEL_SET_OPS: tuple[str, ...] = ("add", "sub", "mul", "mod")
 # Block sizes of the structured ALU's n²·B temporaries: forward joint blocks, backward gradient blocks.
 FORWARD_BLOCK_BYTES = 8 * 1024**2
 BACKWARD_BLOCK_BYTES = 1024**2
@@ -132,43 +136,57 @@ class _StructuredOps(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, y: Tensor, alu: StructuredALU) -> Tensor:
+    def forward(ctx, x: Tensor, y: Tensor, alu: StructuredALU, ops: tuple[str, ...]) -> Tensor:
         b, n = x.shape
         xt, yt = x.t().contiguous(), y.t().contiguous()  # (n, B) each
-        add_sub_mul_mod = xt.new_zeros(4 * n, b)
-        rows = _block_rows(n, b, x.element_size(), FORWARD_BLOCK_BYTES)
-        for start, level_sets, offsets in alu.level_set_blocks(rows, x.device):
-            block = xt[start : start + rows, None, :]  # (rows, 1, B)
-            joint = alu.workspace("joint", (rows, n, b), x)[: block.shape[0]]  # reused: fresh memory is slow
-            torch.mul(block, yt[None, :, :], out=joint)  # (rows, n_j, B): x_i y_j
-            add_sub_mul_mod += F.embedding_bag(level_sets, joint.view(-1, b), offsets, mode="sum")  # (4n, B)
-        prefix = torch.cat([xt.new_zeros(1, b), xt.cumsum(0)])  # (n + 1, B): prefix[m] = sum_{i < m} x_i
-        intervals = prefix.index_select(0, alu.div_end) - prefix.index_select(0, alu.div_start)  # (V, B)
-        terms = intervals * yt.index_select(0, alu.div_j)  # (V, B): P(x in [k·j, (k+1)·j), y = j)
-        div = xt.new_zeros(n, b).index_add_(0, alu.div_k, terms)  # (n, B)
-        add_sub_mul, mod = add_sub_mul_mod.view(4, n, b).split([3, 1])  # (3, n, B), (1, n, B)
-        pair_ops = torch.cat([add_sub_mul, div[None], mod]).permute(2, 0, 1)  # (5, n, B) -> (B, 5, n)
-        ctx.save_for_backward(x, y, alu.pair_values)
-        ctx.alu = alu
-        return torch.cat([pair_ops, _order_ops(x, y)], dim=1)  # (B, 9, n)
+        out = x.new_zeros(b, len(BINARY_OPS), n)  # rows of ops outside `ops` stay 0
+        level_ops = tuple(op for op in LEVEL_SET_OPS if op in ops)
+        if level_ops:
+            sums = xt.new_zeros(len(level_ops) * n, b)  # (L·n, B): level set sums, op-major
+            rows = _block_rows(n, b, x.element_size(), FORWARD_BLOCK_BYTES)
+            for start, level_sets, offsets in alu.level_set_blocks(rows, x.device, level_ops):
+                block = xt[start : start + rows, None, :]  # (rows, 1, B)
+                joint = alu.workspace("joint", (rows, n, b), x)[: block.shape[0]]  # reused: fresh memory is slow
+                torch.mul(block, yt[None, :, :], out=joint)  # (rows, n_j, B): x_i y_j
+                sums += F.embedding_bag(level_sets, joint.view(-1, b), offsets, mode="sum")  # (L·n, B)
+            for index, op in enumerate(level_ops):
+                out[:, BINARY_OPS.index(op)] = sums[index * n : (index + 1) * n].t()  # (n, B) -> (B, n)
+        if "div" in ops:
+            prefix = torch.cat([xt.new_zeros(1, b), xt.cumsum(0)])  # (n + 1, B): prefix[m] = sum_{i < m} x_i
+            intervals = prefix.index_select(0, alu.div_end) - prefix.index_select(0, alu.div_start)  # (V, B)
+            terms = intervals * yt.index_select(0, alu.div_j)  # (V, B): P(x in [k·j, (k+1)·j), y = j)
+            out[:, BINARY_OPS.index("div")] = xt.new_zeros(n, b).index_add_(0, alu.div_k, terms).t()  # (B, n)
+        if ORDER_OPS[0] in ops:  # the order ops come as a group (`StructuredALU.forward`)
+            out[:, len(PAIR_OPS) :] = _order_ops(x, y)  # (B, 4, n)
+        ctx.save_for_backward(x, y)
+        ctx.alu, ctx.ops = alu, ops
+        return out  # (B, 9, n)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, y, pair_values = ctx.saved_tensors  # (B, n), (B, n), (n·n, 5)
-        alu, (b, n), q = ctx.alu, x.shape, len(PAIR_OPS)
-        g = grad[:, :q].permute(1, 2, 0).reshape(q * n, b).contiguous()  # (B, 5, n) -> (5n, B)
-        xt, yt = x.t().contiguous(), y.t().contiguous()  # (n, B) each
-        grad_x, grad_y = torch.empty_like(xt), torch.zeros_like(yt)
-        rows = _block_rows(n, b, x.element_size(), BACKWARD_BLOCK_BYTES)
-        for start in range(0, n, rows):
-            bags = pair_values[start * n : (start + rows) * n]  # (rows·n_j, 5)
-            h = F.embedding_bag(bags, g, mode="sum").view(-1, n, b)  # (rows, n_j, B): sum_op g[op, op(i, j)]
-            product = alu.workspace("product", (rows, n, b), x)[: h.shape[0]]
-            grad_y += torch.mul(h, xt[start : start + rows, None, :], out=product).sum(0)  # (n_j, B)
-            grad_x[start : start + rows] = h.mul_(yt[None, :, :]).sum(1)  # (rows, B); h is not needed any more
-            del h  # free it before the next block's, so the allocator hands the same memory back
-        order_x, order_y = _order_ops_backward(x, y, grad[:, q:])
-        return grad_x.t() + order_x, grad_y.t() + order_y, None
+        x, y = ctx.saved_tensors  # (B, n) each
+        alu, ops, (b, n) = ctx.alu, ctx.ops, x.shape
+        pair_ops = tuple(op for op in PAIR_OPS if op in ops)
+        grad_x, grad_y = torch.zeros_like(x), torch.zeros_like(y)
+        if pair_ops:
+            pair_values, pair_rows = alu.pair_values_for(pair_ops, x.device)  # (n·n, Q), (Q,)
+            q = len(pair_ops)
+            g = grad.index_select(1, pair_rows).permute(1, 2, 0).reshape(q * n, b).contiguous()  # (B, Q, n) -> (Q·n, B)
+            xt, yt = x.t().contiguous(), y.t().contiguous()  # (n, B) each
+            grad_xt, grad_yt = torch.empty_like(xt), torch.zeros_like(yt)
+            rows = _block_rows(n, b, x.element_size(), BACKWARD_BLOCK_BYTES)
+            for start in range(0, n, rows):
+                bags = pair_values[start * n : (start + rows) * n]  # (rows·n_j, Q)
+                h = F.embedding_bag(bags, g, mode="sum").view(-1, n, b)  # (rows, n_j, B): sum_op g[op, op(i, j)]
+                product = alu.workspace("product", (rows, n, b), x)[: h.shape[0]]
+                grad_yt += torch.mul(h, xt[start : start + rows, None, :], out=product).sum(0)  # (n_j, B)
+                grad_xt[start : start + rows] = h.mul_(yt[None, :, :]).sum(1)  # (rows, B); h is not needed any more
+                del h  # free it before the next block's, so the allocator hands the same memory back
+            grad_x, grad_y = grad_xt.t(), grad_yt.t()
+        if ORDER_OPS[0] in ops:
+            order_x, order_y = _order_ops_backward(x, y, grad[:, len(PAIR_OPS) :])
+            grad_x, grad_y = grad_x + order_x, grad_y + order_y
+        return grad_x, grad_y, None, None
 
 
 def _block_rows(n: int, batch: int, element_size: int, block_bytes: int) -> int:
@@ -196,74 +214,98 @@ def _order_ops(x: Tensor, y: Tensor) -> Tensor:
 
 
 def _order_ops_backward(x: Tensor, y: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
-    """The adjoint of `_order_ops`: (B, n), (B, n), (B, 4, n) -> grad x, grad y, each (B, n)."""
+    """The adjoint of `_order_ops`: (B, n), (B, n), (B, 4, n) -> grad x, grad y, each (B, n).
+
+    Both gradients are computed together, stacked (2, B, n) as [x, y], against the other operand's
+    sums stacked [y, x]."""
     g_min, g_max, g_eq, g_lt = grad.unbind(1)  # (B, n) each
-    cx, cy = x.cumsum(-1), y.cumsum(-1)
-    sx, sy = _suffix_sum(x), _suffix_sum(y)
+    yx = torch.stack([y, x])  # (2, B, n)
+    c, s = yx.cumsum(-1), _suffix_sum(yx)  # (2, B, n): [cy, cx], [sy, sx]
     g_at_most = g_max - F.pad(g_max[:, 1:], (0, 1))  # adjoint of A[k] - A[k-1]
     g_at_least = g_min - F.pad(g_min[:, :-1], (1, 0))  # adjoint of S[k] - S[k+1]
     g_total = g_eq[:, :1] + g_lt[:, :1]  # (B, 1)
     g_equal = g_eq[:, 1:2] - g_eq[:, :1]
     g_less = g_lt[:, 1:2] - g_lt[:, :1]
-    tx, ty = x.sum(-1, keepdim=True), y.sum(-1, keepdim=True)
-    grad_x = _suffix_sum(g_at_most * cy) + (g_at_least * sy).cumsum(-1) + g_total * ty + g_equal * y + g_less * (sy - y)
-    grad_y = _suffix_sum(g_at_most * cx) + (g_at_least * sx).cumsum(-1) + g_total * tx + g_equal * x + g_less * (cx - x)
-    return grad_x, grad_y
+    # P(X < Y) differentiates to P(Y > i) = sy - y for x and to P(X < j) = cx - x for y
+    less = torch.stack([s[0] - y, c[1] - x])  # (2, B, n)
+    grads = (
+        _suffix_sum(g_at_most * c)
+        + (g_at_least * s).cumsum(-1)
+        + g_total * yx.sum(-1, keepdim=True)
+        + g_equal * yx
+        + g_less * less
+    )  # (2, B, n)
+    return grads[0], grads[1]
 
 
 class StructuredALU(nn.Module):
     """The table's output distributions without the table (see the module docstring).
 
     Index buffers (non-persistent, O(n²) integers, nothing n³): `div_*` (~n·ln n) the quotient
-    intervals, `pair_values` (n², 5) = op·n + op(i, j) for the backward; the level sets of a block of
-    rows (pairs sorted by (op, value)) are built on first use for each block size and cached.
+    intervals; the backward's bags (n², Q) = q·n + op_q(i, j) over the pair ops computed, and the level
+    sets of a block of rows (pairs sorted by (op, value)), are built on first use for each op set and
+    block size and cached.
     """
+
+    takes_op_subsets = True  # forward(x, y, ops=...) computes only those rows (`DeltaMachine.alu_ops`)
 
     exact_on_mixtures = True
 
     def __init__(self, n: int):
         super().__init__()
         self.n = n
-        values = binary_op_values(n)  # (9, n_i, n_j)
         # div: for j >= 1 the quotient is k on [k·j, min((k+1)·j, n)); dividing by 0 gives 0 for every x.
         div_j, div_k = [0], [0]
         for j in range(1, n):
             for k in range((n - 1) // j + 1):
                 div_j.append(j), div_k.append(k)
         div_j, div_k = torch.tensor(div_j), torch.tensor(div_k)
-        pair = values[: len(PAIR_OPS)] + n * torch.arange(len(PAIR_OPS))[:, None, None]  # (5, n_i, n_j)
         buffers = {
             "div_j": div_j,
             "div_k": div_k,
             "div_start": torch.where(div_j == 0, 0, div_k * div_j),
             "div_end": torch.where(div_j == 0, n, ((div_k + 1) * div_j).clamp(max=n)),
-            "pair_values": pair.reshape(len(PAIR_OPS), n * n).t().contiguous(),  # (n·n, 5)
         }
         for name, tensor in buffers.items():
             self.register_buffer(name, tensor, persistent=False)
         self._level_sets: dict = {}
+        self._pair_values: dict = {}
         self._workspaces: dict = {}
 
     def extra_repr(self) -> str:
         return f"n={self.n}"
 
-    def level_set_blocks(self, rows: int, device: torch.device) -> list[tuple[int, Tensor, Tensor]]:
+    def level_set_blocks(
+        self, rows: int, device: torch.device, ops: tuple[str, ...] = LEVEL_SET_OPS
+    ) -> list[tuple[int, Tensor, Tensor]]:
         """For each block of `rows` rows i: (first row, pairs (i - first)·n + j sorted by (op, op(i, j)) for
-        add/sub/mul/mod, offsets (4n) where each (op, value) level set starts). Built once per size."""
-        key = (rows, str(device))
+        the L `ops` (of `LEVEL_SET_OPS`), offsets (L·n) where each (op, value) level set starts). Built once
+        per size and op set."""
+        key = (rows, str(device), ops)
         if key not in self._level_sets:
-            n = self.n
-            values = binary_op_values(n)[[BINARY_OPS.index(op) for op in ("add", "sub", "mul", "mod")]]  # (4, n, n)
+            n, count = self.n, len(ops)
+            values = binary_op_values(n)[[BINARY_OPS.index(op) for op in ops]]  # (L, n, n)
             blocks = []
             for start in range(0, n, rows):
-                block = values[:, start : start + rows]  # (4, rows, n_j)
-                bag = (block + n * torch.arange(4)[:, None, None]).reshape(-1)  # op·n + value per (op, i, j)
+                block = values[:, start : start + rows]  # (L, rows, n_j)
+                bag = (block + n * torch.arange(count)[:, None, None]).reshape(-1)  # op·n + value per (op, i, j)
                 order = torch.argsort(bag, stable=True)  # positions in (op, i, j), by bag
-                counts = torch.bincount(bag, minlength=4 * n)  # (4n,) level set sizes
+                counts = torch.bincount(bag, minlength=count * n)  # (L·n,) level set sizes
                 pairs = order % (block.shape[1] * n)  # row (i - start)·n + j of the block's joint
                 blocks.append((start, pairs.to(device), F.pad(counts.cumsum(0)[:-1], (1, 0)).to(device)))
             self._level_sets[key] = blocks
         return self._level_sets[key]
+
+    def pair_values_for(self, ops: tuple[str, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+        """The backward's bags (n·n, Q) = q·n + op_q(i, j) for the Q pair `ops`, and their rows (Q,) in the
+        output. Built once per op set."""
+        key = (str(device), ops)
+        if key not in self._pair_values:
+            n, rows = self.n, [BINARY_OPS.index(op) for op in ops]
+            values = binary_op_values(n)[rows] + n * torch.arange(len(ops))[:, None, None]  # (Q, n_i, n_j)
+            bags = values.reshape(len(ops), n * n).t().contiguous()  # (n·n, Q)
+            self._pair_values[key] = (bags.to(device), torch.tensor(rows, device=device))
+        return self._pair_values[key]
 
     def workspace(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """A scratch tensor kept between calls (never saved for backward, so reuse is safe)."""
@@ -273,9 +315,17 @@ class StructuredALU(nn.Module):
             buffer = self._workspaces[key] = like.new_empty(shape)
         return buffer
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor, ops: tuple[str, ...] = BINARY_OPS) -> Tensor:
+        """(B, n), (B, n) -> (B, 9, n); only the rows of `ops` are computed, the others are 0. The four
+        O(n) order ops are computed together: listing one of them computes all four."""
         _check_operands(x, y, self.n)
-        return _StructuredOps.apply(x, y, self)  # (B, 9, n)
+        unknown = set(ops) - set(BINARY_OPS)
+        if unknown:
+            raise ValueError(f"ops {sorted(unknown)} are not ALU ops; allowed: {', '.join(BINARY_OPS)}")
+        if any(op in ops for op in ORDER_OPS):
+            ops = (*ops, *ORDER_OPS)
+        ops = tuple(op for op in BINARY_OPS if op in ops)  # canonical order: one cache entry per set
+        return _StructuredOps.apply(x, y, self, ops)  # (B, 9, n)
 
 
 def _circuit_alu() -> type[nn.Module]:

@@ -23,6 +23,8 @@ Speed: a step is three autograd nodes, `_StepRead` (1-2), the ALU, `_StepUpdate`
 last with backward passes written by hand (fewer, larger ops than autograd's per-op graph; checked by
 gradcheck). `checkpoint_steps` recomputes blocks of steps in the backward pass instead of keeping each
 step's activations (on CPU this is also often faster: fresh memory is expensive to touch).
+With a frozen ROM the ALU computes only the binary ops the ROM can select (`DeltaMachine.alu_ops`; exact:
+the others have probability exactly 0), e.g. no n² work at all for the library's `sort`.
 
 Library Λ: P programs run on every example (batch P·B inside, program-major); the final states are
 mixed by selection probabilities (B, P).
@@ -31,7 +33,7 @@ mixed by selection probabilities (B, P).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +118,16 @@ class _StepConstants:
     conditional_shift: Tensor  # (4,) [-1, 1, 0, 0]: moves P(a = 0) of jez/jnz mass from next line to immediate
     halt_onehot: Tensor  # (O,)
     blocks: Tensor  # (K, 3) which written value each packed row takes
+    # Scratch tensors of the backward passes, reused step after step (fresh memory is slow to touch on
+    # CPU); one dict per run, and a run's backward nodes execute one at a time.
+    workspace: dict[str, Tensor] = field(default_factory=dict)
+
+    def scratch(self, name: str, like: Tensor) -> Tensor:
+        """A tensor shaped like `like` kept for the run (its contents are overwritten by each user)."""
+        buffer = self.workspace.get(name)
+        if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
+            buffer = self.workspace[name] = torch.empty_like(like)
+        return buffer
 
 
 def _write_weights(op: Tensor, writers: Tensor, dest: Tensor, a: Tensor, k: _StepConstants) -> tuple[Tensor, Tensor]:
@@ -134,8 +146,10 @@ class _StepRead(torch.autograd.Function):
     """Steps 1-2 of a machine step as one autograd node: the current line's fields and the operand values.
 
     fields (PB, F) = counter @ rom (every field of every line mixed by the counter, eq. 6's c over ROM
-    lines); operands (PB, 2, n) = the a/b register selections @ registers (eq. 2). The backward returns
-    the state gradient as ONE tensor (autograd would build a zero-filled copy per slice read).
+    lines); operands (PB, 2, n) = the a/b register selections @ registers (eq. 2). The state also passes
+    through (a view) to `_StepUpdate`, its only reader: the backward then adds this node's few rows into
+    `_StepUpdate`'s state gradient in place, instead of a zero-filled state-sized gradient that autograd
+    would add to it (two fresh state-sized tensors per step; fresh memory is slow to touch on CPU).
     """
 
     @staticmethod
@@ -148,10 +162,10 @@ class _StepRead(torch.autograd.Function):
         operands = torch.bmm(select, state[:, :r])  # (PB, 2, R) @ (PB, R, n) -> (PB, 2, n)
         ctx.save_for_backward(state, rom, select)
         ctx.constants = k
-        return fields, operands
+        return fields, operands, state.view_as(state)
 
     @staticmethod
-    def backward(ctx, g_fields, g_operands):
+    def backward(ctx, g_fields, g_operands, g_state):
         state, rom, select = ctx.saved_tensors
         k = ctx.constants
         pb, _, n = state.shape
@@ -159,11 +173,14 @@ class _StepRead(torch.autograd.Function):
         g_fields = g_fields.clone()
         # operands = select @ registers
         g_fields[:, ops : ops + 2 * r] += torch.bmm(g_operands, state[:, :r].transpose(1, 2)).view(pb, 2 * r)
-        g_state = torch.zeros_like(state)
-        g_state[:, :r] = torch.bmm(select.transpose(1, 2), g_operands)  # (PB, R, 2) @ (PB, 2, n) -> (PB, R, n)
+        # g_state is _StepUpdate's fresh input gradient (the alias has no other reader): added to in place
+        g_registers = g_state[:, :r]  # (PB, R, n): += select^T @ g_operands, as two outer products (no small bmm)
+        g_registers.addcmul_(select[:, 0, :, None], g_operands[:, None, 0]).addcmul_(
+            select[:, 1, :, None], g_operands[:, None, 1]
+        )
         # fields = counter @ rom, per program
         g_fields = g_fields.view(p, pb // p, -1)  # (P, B, F)
-        g_state[:, -1] = torch.bmm(g_fields, rom.transpose(1, 2)).view(pb, n)  # (P, B, F) @ (P, F, n)
+        g_state[:, -1] += torch.bmm(g_fields, rom.transpose(1, 2)).view(pb, n)  # (P, B, F) @ (P, F, n)
         g_rom = None
         if ctx.needs_input_grad[1]:
             counter = state[:, -1].reshape(p, pb // p, n)
@@ -216,7 +233,7 @@ class _StepUpdate(torch.autograd.Function):
         # gets b at cell a (scaled by P(write)), the counter row is replaced.
         erase, gain = _write_weights(op, writers, dest, a, k)  # (PB, K) each
         values = torch.stack([written, b, new_counter], dim=1)  # (PB, 3, n)
-        new_state = torch.baddbmm(state * (1 - erase)[:, :, None], gain[:, :, None] * k.blocks, values)
+        new_state = torch.mul(state, (1 - erase)[:, :, None]).baddbmm_(gain[:, :, None] * k.blocks, values)
         # Saved: the inputs and the small per-row weights; n-sized intermediates are rebuilt in backward.
         ctx.save_for_backward(state, halted, fields, operands, alu_results, written, moves, op, writers, erase)
         ctx.constants = k
@@ -233,18 +250,23 @@ class _StepUpdate(torch.autograd.Function):
         next_line = counter.roll(1, -1)
         p_register, address = writers.sum(-1, keepdim=True), erase[:, r : r + m]
         # new_state = state * (1 - erase) + gain ⊗ [written | b | new_counter] row by row
-        g_in = g_state * (1 - erase)[:, :, None]  # (PB, K, n)
-        g_erase = -(g_state * state).sum(-1)  # (PB, K)
+        g_erase = torch.mul(g_state, state, out=k.scratch("g_state_state", state)).sum(-1).neg_()  # (PB, K)
         g_written = torch.bmm(dest[:, None, :], g_state[:, :r])[:, 0]  # (PB, 1, R) @ (PB, R, n) -> (PB, n)
         g_b = torch.bmm(address[:, None, :], g_state[:, r : r + m])[:, 0]  # (PB, 1, M) @ (PB, M, n) -> (PB, n)
         g_new_counter = g_state[:, -1]  # (PB, n)
-        g_dest = g_erase[:, :r] * p_register + (g_state[:, :r] * written[:, None, :]).sum(-1)  # (PB, R)
+        g_rows = torch.mul(g_state[:, :r], written[:, None, :], out=k.scratch("registers", g_state[:, :r]))
+        g_dest = g_erase[:, :r] * p_register + g_rows.sum(-1)  # (PB, R)
         g_p_register = (g_erase[:, :r] * dest).sum(-1, keepdim=True)  # (PB, 1)
-        g_address = g_erase[:, r : r + m] + (g_state[:, r : r + m] * b[:, None, :]).sum(-1)  # (PB, M)
+        g_rows = torch.mul(g_state[:, r : r + m], b[:, None, :], out=k.scratch("memory", g_state[:, r : r + m]))
+        g_address = g_erase[:, r : r + m] + g_rows.sum(-1)  # (PB, M)
         # new_counter = moves @ [next_line, imm, a, counter]
         targets = torch.stack([next_line, imm, a, counter], dim=1)  # (PB, 4, n)
         g_moves = (targets * g_new_counter[:, None, :]).sum(-1)  # (PB, 4); faster than a bmm with one column
         g_targets = moves[:, :, None] * g_new_counter[:, None, :]  # (PB, 4, n)
+        # new_state = state * (1 - erase) + ...: g_state is read no further. It is fresh and read by no one
+        # else (the next step's `_StepRead` gradient, or the slicing after the run), so it becomes the
+        # state's gradient in place rather than in new memory.
+        g_in = g_state.mul_((1 - erase)[:, :, None])  # (PB, K, n)
         # moves = op @ control + conditional * shift, conditional = (op_jez - op_jnz) * a_0
         g_op = g_moves @ k.control.t()  # (PB, 4) @ (4, O) -> (PB, O)
         g_conditional = g_moves @ k.conditional_shift  # (PB,)
@@ -276,9 +298,10 @@ class _StepUpdate(torch.autograd.Function):
         g_a[:, 0] += g_conditional * (op[:, _OP["jez"]] - op[:, _OP["jnz"]])
         g_a[:, :m] += g_address * op[:, _OP["write"], None]
         g_loaded = g_results[:, 13]  # loaded = a[:M] @ memory + sum(a[M:]) at value 0
-        g_a[:, :m] += (state[:, r : r + m] * g_loaded[:, None, :]).sum(-1)  # (PB, M)
+        g_rows = torch.mul(state[:, r : r + m], g_loaded[:, None, :], out=k.scratch("memory", state[:, r : r + m]))
+        g_a[:, :m] += g_rows.sum(-1)  # (PB, M)
         g_a[:, m:] += g_loaded[:, :1]
-        g_in[:, r : r + m].baddbmm_(a[:, :m, None], g_loaded[:, None, :])  # += (PB, M, 1) @ (PB, 1, n)
+        g_in[:, r : r + m].addcmul_(a[:, :m, None], g_loaded[:, None, :])  # += (PB, M, 1) ⊗ (PB, 1, n)
         g_in[:, -1] += (g_results[:, 14] + g_targets[:, 0]).roll(-1, -1) + g_targets[:, 3]
         # op = lerp(f, e_halt, h) = f + h (e_halt - f); the a/b selections get their gradient in _StepRead
         g_select = g_op.new_zeros(g_op.shape[0], 2 * r)
@@ -484,16 +507,35 @@ class DeltaMachine(nn.Module):
             self.blocks,
         )
 
-    def _step(self, state: Tensor, halted: Tensor, rom: Tensor, k: _StepConstants) -> tuple[Tensor, Tensor]:
-        """One step on packed states: (P·B, K, n), (P·B,) -> same; rom (P, n, F) distributions."""
-        fields, operands = _StepRead.apply(state, rom, k)  # (PB, F), (PB, 2, n): steps 1-2
-        alu_results = self.alu(operands[:, 0], operands[:, 1])  # (PB, 9, n)
+    def alu_ops(self, rom: Tensor) -> tuple[str, ...] | None:
+        """The ALU ops a run on `rom` (P, n, F) needs, or None for all of them.
+
+        With a ROM that takes no gradient (the frozen one-hot buffer) and a backend that computes op
+        subsets (`takes_op_subsets`), these are the binary ops with nonzero probability on some line. The
+        skipped ones are exact zeros: an op that is 0 on every line is 0 in every step's op mixture
+        (counter @ rom, then the halt lerp towards e_halt), so its result row is multiplied by 0, and its
+        probability's gradient reaches nothing (the counter gets it through the ROM's zero column, h
+        through e_halt - f = 0). Trainable ROM logits give every op a nonzero probability: all ops run.
+        """
+        if rom.requires_grad or not getattr(self.alu, "takes_op_subsets", False):
+            return None
+        used = rom[:, :, [_OP[op] for op in BINARY_OPS]].ne(0).flatten(0, 1).any(0).tolist()  # (9,)
+        return None if all(used) else tuple(op for op, u in zip(BINARY_OPS, used, strict=True) if u)
+
+    def _step(
+        self, state: Tensor, halted: Tensor, rom: Tensor, k: _StepConstants, ops: tuple[str, ...] | None
+    ) -> tuple[Tensor, Tensor]:
+        """One step on packed states: (P·B, K, n), (P·B,) -> same; rom (P, n, F) distributions; ops: `alu_ops`."""
+        fields, operands, state = _StepRead.apply(state, rom, k)  # (PB, F), (PB, 2, n), the state: steps 1-2
+        a, b = operands[:, 0], operands[:, 1]  # (PB, n) each
+        alu_results = self.alu(a, b) if ops is None else self.alu(a, b, ops=ops)  # (PB, 9, n)
         return _StepUpdate.apply(state, halted, fields, operands, alu_results, k)  # steps 3-6
 
-    def _run_steps(self, state: Tensor, halted: Tensor, rom: Tensor, steps: int) -> tuple[Tensor, Tensor]:
-        k = self._constants()
+    def _run_steps(
+        self, state: Tensor, halted: Tensor, rom: Tensor, steps: int, k: _StepConstants, ops: tuple[str, ...] | None
+    ) -> tuple[Tensor, Tensor]:
         for _ in range(steps):
-            state, halted = self._step(state, halted, rom, k)
+            state, halted = self._step(state, halted, rom, k, ops)
         return state, halted
 
     def _all_halted(self, halted: Tensor) -> bool:
@@ -530,6 +572,7 @@ class DeltaMachine(nn.Module):
         packed = packed.transpose(0, 1).reshape(p * b, r + m + 1, n)  # program-major (P·B, K, n)
         halted = state.halted.t().reshape(p * b)  # (P·B,)
 
+        k, ops = self._constants(), self.alu_ops(rom)  # once per run
         trace = [] if return_trace else None
         use_checkpoint = self.checkpoint_steps > 0 and torch.is_grad_enabled() and not return_trace
         block = self.checkpoint_steps if use_checkpoint else 1
@@ -539,9 +582,9 @@ class DeltaMachine(nn.Module):
         while steps < max_steps and not self._all_halted(halted):
             count = min(block, max_steps - steps)
             if use_checkpoint:
-                packed, halted = checkpoint(self._run_steps, packed, halted, rom, count, use_reentrant=False)
+                packed, halted = checkpoint(self._run_steps, packed, halted, rom, count, k, ops, use_reentrant=False)
             else:
-                packed, halted = self._run_steps(packed, halted, rom, count)
+                packed, halted = self._run_steps(packed, halted, rom, count, k, ops)
             steps += count
             if trace is not None:
                 trace.append((packed[:, -1].detach(), packed[:, :r].detach(), halted.detach()))

@@ -134,3 +134,27 @@ def test_structured_blocks_give_the_same_values_and_gradients(monkeypatch):
     for single, blocked in zip(*results, strict=True):
         assert torch.allclose(single, blocked, atol=1e-13)
     assert torch.allclose(results[1][0], TableALU(n)(x, y), atol=1e-12)
+
+
+@pytest.mark.parametrize("ops", [("add",), ("sub", "div"), ("mul", "mod", "eq"), ("lt",), ()])
+def test_structured_op_subsets_compute_those_rows_exactly_and_zeros_elsewhere(ops):
+    """`ops` computes only those rows (the order ops as a group); the rest are 0 and get no gradient."""
+    n = 12
+    g = torch.Generator().manual_seed(5)
+    x = torch.softmax(torch.randn(4, n, generator=g, dtype=torch.float64), -1).requires_grad_()
+    y = torch.softmax(torch.randn(4, n, generator=g, dtype=torch.float64), -1).requires_grad_()
+    alu = StructuredALU(n)
+    order = ("min", "max", "eq", "lt")
+    kept = [i for i, op in enumerate(BINARY_OPS) if op in ops or (op in order and set(ops) & set(order))]
+    mask = torch.zeros(len(BINARY_OPS), 1, dtype=torch.float64)
+    mask[kept] = 1
+    out = alu(x, y, ops=ops)
+    assert torch.equal(out, alu(x, y) * mask)
+    assert torch.autograd.gradcheck(lambda a, b: alu(a, b, ops=ops), (x, y))
+    weight = torch.randn(4, len(BINARY_OPS), n, generator=g, dtype=torch.float64)
+    subset = torch.autograd.grad((out * weight).sum(), (x, y))
+    full = torch.autograd.grad((alu(x, y) * weight * mask).sum(), (x, y))
+    for a, b in zip(subset, full, strict=True):
+        assert torch.allclose(a, b, atol=1e-14)
+    with pytest.raises(ValueError, match="not ALU ops"):
+        alu(x, y, ops=("add", "inc"))

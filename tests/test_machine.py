@@ -344,6 +344,30 @@ def test_checkpointing_gives_the_same_values_and_gradients():
         assert torch.allclose(a, b, atol=1e-12)
 
 
+def test_frozen_rom_runs_only_the_alu_ops_it_selects_with_the_same_values_and_gradients():
+    """`alu_ops`: a frozen ROM's unused ops are skipped, exactly (values and state gradients identical to
+    computing all nine); trainable logits keep every op."""
+    n, r, m = 16, 4, 4
+    source = "loop: add r0, r0, r1\nwrite r0, r1\nread r1, r0\nlt r2, r1, r0\njnz r2, loop\nmin r1, r1, r0\nret"
+    machine = DeltaMachine(n, r, m, programs=[assemble(source, n, r)]).to(torch.float64)
+    assert machine.alu_ops(machine.rom) == ("add", "min", "lt")
+    state = _soft_state(2, 1, r, m, n, torch.float64, halted=0.2)
+    results = []
+    for skip in (True, False):
+        if not skip:
+            machine.alu_ops = lambda rom: None  # every op, as before op subsets existed
+        inputs = [t.clone().requires_grad_() for t in (state.memory, state.registers, state.counter, state.halted)]
+        out = machine(DeltaState(*inputs), max_steps=12).program_states
+        (out.memory.square().sum() + out.registers.square().sum() + out.halted.sum()).backward()
+        results.append([out.memory, out.registers, out.counter, out.halted] + [t.grad for t in inputs])
+    for skipped, full in zip(*results, strict=True):
+        assert torch.equal(skipped, full)
+    trainable = _soft_machine(n=8)
+    assert trainable.alu_ops(trainable.rom_distribution()) is None
+    with torch.no_grad():  # logits without gradient: a softmax gives every op a nonzero probability anyway
+        assert trainable.alu_ops(trainable.rom_distribution()) is None
+
+
 def test_alu_swaps_on_a_trained_machine():
     machine = DeltaMachine(
         16, 4, 4, programs=[assemble("mul r0, r0, r1\nmod r0, r0, r2", 16, 4)], trainable_programs=True, sharpness=30.0
