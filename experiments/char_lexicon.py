@@ -1,0 +1,61 @@
+"""Diagnostic parse for string tasks: `tokens` parsing whose element values come from a fixed lexicon.
+
+Every token that spells one character (spaces aside) below n emits that character's code point as a one-hot value;
+other tokens emit a uniform value. The backbone learns only the gates (which tokens are elements of the string),
+not the identity of each character token. Counterpart of `numeral_pointer.py`; one element per token only.
+
+    OMP_NUM_THREADS=1 python experiments/run_sft.py --name sort-lexicon --char_lexicon -- --task sort_spaced ...
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from modeling_llama_delta.modeling_llama_delta import compact_elements, last_token_states
+
+
+def char_lexicon(tokenizer, n: int) -> Tensor:
+    """(V,) long: token id -> the code point (< n) of the one character it spells, spaces stripped, else -1."""
+    lexicon = torch.full((len(tokenizer),), -1, dtype=torch.long)
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id]).strip()
+        if len(text) == 1 and 0 < ord(text) < n:
+            lexicon[token_id] = ord(text)
+    return lexicon
+
+
+def install_char_lexicon(model, tokenizer) -> None:
+    """Replace the `tokens` parser's element values by lexicon values (in place); gates stay learned."""
+    parser = model.delta_head.parser
+    n = model.delta_head.config.delta_word_size
+    if parser.mode != "tokens" or parser.per_token != 1:
+        raise ValueError("the character lexicon is for `tokens` parsing with one element per token (sort_spaced)")
+    lexicon = char_lexicon(tokenizer, n)
+    stash: dict = {}
+
+    def parse(self, hidden: Tensor, attention_mask: Tensor | None):
+        hidden = self.norm(hidden).float()  # (B, T, H)
+        b = hidden.shape[0]
+        z = last_token_states(hidden, attention_mask)  # (B, H)
+        registers = self.values(z).view(b, self.num_registers, self.n).softmax(-1)  # (B, Rin, n)
+        gates = self.elements(hidden)[..., -1].sigmoid()  # (B, T): the learned gate of each token's element
+        if attention_mask is not None:
+            gates = gates * attention_mask.to(gates.dtype)
+        codes = lexicon.to(hidden.device)[stash["input_ids"]]  # (B, T): the character each token spells, or -1
+        spelled = F.one_hot(codes.clamp(min=0), n).float()  # (B, T, n)
+        values = torch.where(codes[..., None] >= 0, spelled, torch.full_like(spelled, 1 / n))  # (B, T, n)
+        cells = compact_elements(gates, values, self.num_cells)  # (B, C, n)
+        return cells, registers, self.select(z).softmax(-1)
+
+    parser.forward = types.MethodType(parse, parser)
+    forward = model.forward
+
+    def forward_with_ids(*args, input_ids=None, **kwargs):
+        stash["input_ids"] = input_ids  # the parser sees hidden states only; the lexicon needs the token ids
+        return forward(*args, input_ids=input_ids, **kwargs)
+
+    model.forward = forward_with_ids
