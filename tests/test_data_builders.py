@@ -293,3 +293,17 @@ def test_paper_sized_arithmetic_generates_in_seconds(tmp_path):
     assert sum(dataset.num_rows.values()) == 45_151
     assert dataset["test"].num_rows == pytest.approx(0.3 * 45_151, abs=10)
     assert elapsed < 30, f"paper-sized arithmetic took {elapsed:.1f} s"
+
+
+def test_push_to_hub_and_load_back(tmp_path):
+    from llama_delta.local_hub import local_hub
+
+    with local_hub(tmp_path / "hub") as hub:
+        repo = hub.repo_id("algorithmic-tasks")
+        pushed = export_dataset(
+            "parity", tmp_path / "out", push_to=repo, cache_dir=tmp_path / "cache", **SMALL["parity"]
+        )
+        loaded = datasets.load_dataset(repo, "parity", cache_dir=str(tmp_path / "reload"))
+        card = DatasetCard.load(repo, repo_type="dataset")
+    assert {s: d.to_list() for s, d in loaded.items()} == {s: d.to_list() for s, d in pushed.items()}
+    assert card.data.license == "apache-2.0" and card.data.configs[0]["config_name"] == "parity"
