@@ -130,6 +130,19 @@ class _StepConstants:
         return buffer
 
 
+def _register_results(
+    state: Tensor, a: Tensor, imm: Tensor, alu_results: Tensor, next_line: Tensor, r: int, m: int
+) -> Tensor:
+    """Every register-writing op's result, rows in REGISTER_WRITERS order: (PB, 15, n).
+
+    const (imm), mov (a), inc (a + 1), dec (a - 1), the nine ALU ops, read (m[a]; 0 for a cell >= M), call (c + 1).
+    """
+    loaded = torch.bmm(a[:, None, :m], state[:, r : r + m])  # (PB, 1, M) @ (PB, M, n) -> (PB, 1, n)
+    loaded[:, 0, 0] += a[:, m:].sum(-1)  # reading a cell >= M gives 0
+    rows = [imm[:, None], a[:, None], a.roll(1, -1)[:, None], a.roll(-1, -1)[:, None], alu_results, loaded]
+    return torch.cat([*rows, next_line[:, None]], dim=1)
+
+
 def _write_weights(op: Tensor, writers: Tensor, dest: Tensor, a: Tensor, k: _StepConstants) -> tuple[Tensor, Tensor]:
     """Per-row erase and gain weights of the packed state, (PB, K) each = [registers | memory | counter]:
     registers erase P(write register)·d and gain d, memory cells erase and gain a·P(write), the counter row
@@ -205,22 +218,8 @@ class _StepUpdate(torch.autograd.Function):
         op = torch.lerp(fields[:, :ops], k.halt_onehot, halted[:, None])  # (PB, O): the halted share runs `halt`
         dest, imm = fields[:, ops + 2 * r : ops + 3 * r], fields[:, ops + 3 * r :]  # (PB, R), (PB, n)
         a, b = operands[:, 0], operands[:, 1]  # (PB, n) each
-        # Every register-writing op's result, rows in REGISTER_WRITERS order.
-        loaded = torch.bmm(a[:, None, :m], state[:, r : r + m])  # (PB, 1, M) @ (PB, M, n) -> (PB, 1, n)
-        loaded[:, 0, 0] += a[:, m:].sum(-1)  # reading a cell >= M gives 0
         next_line = counter.roll(1, -1)  # (PB, n): c + 1
-        results = torch.cat(
-            [
-                imm[:, None],
-                a[:, None],
-                a.roll(1, -1)[:, None],
-                a.roll(-1, -1)[:, None],
-                alu_results,
-                loaded,
-                next_line[:, None],
-            ],
-            dim=1,
-        )  # (PB, 15, n)
+        results = _register_results(state, a, imm, alu_results, next_line, r, m)  # (PB, 15, n)
         # The register result mixed by op (eq. 7); its mass is P(the op writes a register).
         writers = op.index_select(1, k.writers)  # (PB, 15)
         written = torch.bmm(writers[:, None, :], results)[:, 0]  # (PB, 1, 15) @ (PB, 15, n) -> (PB, n)
@@ -273,20 +272,8 @@ class _StepUpdate(torch.autograd.Function):
         g_op[:, _OP["jez"]] += g_conditional * a[:, 0]
         g_op[:, _OP["jnz"]] -= g_conditional * a[:, 0]
         # written = writers @ results; p_register = sum(writers); address = a[:M] * op_write
-        loaded = torch.bmm(a[:, None, :m], state[:, r : r + m])  # (PB, 1, n), as in forward
-        loaded[:, 0, 0] += a[:, m:].sum(-1)
-        results = torch.cat(
-            [
-                imm[:, None],
-                a[:, None],
-                a.roll(1, -1)[:, None],
-                a.roll(-1, -1)[:, None],
-                alu_results,
-                loaded,
-                next_line[:, None],
-            ],
-            dim=1,
-        )  # (PB, 15, n), rebuilt rather than saved: it would be new memory every step
+        # Rebuilt rather than saved: saving would be new memory every step.
+        results = _register_results(state, a, imm, alu_results, next_line, r, m)  # (PB, 15, n)
         g_writers = (results * g_written[:, None, :]).sum(-1) + g_p_register  # (PB, 15)
         g_results = writers[:, :, None] * g_written[:, None, :]  # (PB, 15, n)
         g_op.index_add_(1, k.writers, g_writers)
