@@ -155,6 +155,17 @@ class TaskSettings:
         }
 
 
+def numeral_token_values(tokenizer, n: int) -> dict[str, int]:
+    """Token id -> value for every value in 0..n-1 that the tokenizer spells as one token (Llama 3: all of them;
+    a digit-by-digit tokenizer: 0..9). What `slots` parsing copies (`delta_token_values`)."""
+    table = {}
+    for value in range(n):
+        ids = tokenizer(str(value), add_special_tokens=False)["input_ids"]
+        if len(ids) == 1:
+            table[str(ids[0])] = value
+    return table
+
+
 def delta_settings(
     task: str,
     data: datasets.DatasetDict,
@@ -212,6 +223,10 @@ def delta_settings(
         input_registers = max(input_registers, 1)
     elif family == "sequence":
         raise ValueError(f"task {task!r} parses strings into memory cells: use parse mode 'tokens'")
+    token_values = None
+    if parse_mode == "slots" and tokenizer is not None:
+        token_values = numeral_token_values(tokenizer, word_size)  # numbers in the question are copied, not guessed
+        measured["numeral_tokens"] = len(token_values)
     max_steps = {name: split_step_bound(split) for name, split in data.items()}
     delta_config = {
         "delta_programs": {name: LIBRARY[name] for name in programs},
@@ -222,6 +237,7 @@ def delta_settings(
         "delta_alu": alu,
         "delta_parse_mode": parse_mode,
         "delta_elements_per_token": per_token,
+        "delta_token_values": token_values,
         "delta_input_cells": input_cells,
         "delta_input_registers": input_registers,
         "delta_answer_source": answer_source,
@@ -238,6 +254,7 @@ __all__ = [
     "TASK_PROGRAMS",
     "TaskSettings",
     "dataset_overrides",
+    "numeral_token_values",
     "delta_settings",
     "elements_per_token",
     "example_sizes",

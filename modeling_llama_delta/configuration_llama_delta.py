@@ -35,6 +35,9 @@ class LlamaDeltaConfig(LlamaConfig):
         emits up to `delta_elements_per_token` cell values, placed in order from m[0]; registers and selection
         from the last token).
     delta_elements_per_token (`int`): for `tokens` parsing, how many cell values one token can spell.
+    delta_token_values (`dict[str, int]`): for `slots` parsing, token id -> the value the token spells (e.g. Llama 3
+        spells 0..999 as single tokens). A slot attending to such a token copies its value (a pointer, exact for
+        a sharp attention) instead of classifying it; other tokens fall back to the slot's classifier.
     delta_input_cells (`int`): memory cells `m[0..k-1]` the head writes (the rest start at 0).
     delta_input_registers (`int`): registers `r0..r(k-1)` the head writes (never `sp`/`ra`).
     delta_answer_source (`str`): `registers` or `memory`: where the answer is read after the run.
@@ -57,6 +60,7 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_feature_layer: int = -2
     delta_parse_mode: str = "last_token"
     delta_elements_per_token: int = 1
+    delta_token_values: dict | None = None
     delta_input_cells: int = 0
     delta_input_registers: int = 2
     delta_answer_source: str = "registers"
@@ -103,6 +107,16 @@ class LlamaDeltaConfig(LlamaConfig):
         check_range("delta_feature_layer", -(layers + 1), layers)
         check_choice("delta_parse_mode", PARSE_MODES)
         check_range("delta_elements_per_token", 1, 64)
+        if self.delta_token_values:
+            if self.delta_parse_mode != "slots":
+                raise ValueError(
+                    "delta_token_values needs delta_parse_mode = 'slots' (a slot copies the token it attends)"
+                )
+            for token, value in self.delta_token_values.items():
+                if not str(token).isdigit() or not 0 <= int(token) < self.vocab_size:
+                    raise ValueError(f"delta_token_values key {token!r} is not a token id in 0..{self.vocab_size - 1}")
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
+                    raise ValueError(f"delta_token_values[{token!r}] = {value!r} is not a value in 0..{n - 1}")
         check_range("delta_input_cells", 1 if self.delta_parse_mode == "tokens" else 0, self.delta_memory_size)
         check_range("delta_input_registers", 0, registers - 2)
         check_choice("delta_answer_source", ANSWER_SOURCES)

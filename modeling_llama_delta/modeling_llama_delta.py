@@ -81,6 +81,9 @@ class DeltaParser(nn.Module):
         self.select = nn.Linear(h, len(config.delta_programs))
         if self.mode == "slots":
             slots = self.num_cells + self.num_registers
+            self.copies_tokens = bool(config.delta_token_values)  # `slots` only: copying needs an attended token
+            if self.copies_tokens:
+                self.register_buffer("token_values", token_value_table(config), persistent=False)
             self.queries = nn.Parameter(torch.empty(slots + 1, h))  # (S + 1, H); the last one selects
             self.keys = nn.Linear(h, h, bias=False)
             self.values = nn.Parameter(torch.empty(slots, h, n))  # (S, H, n): one classifier per slot
@@ -91,16 +94,22 @@ class DeltaParser(nn.Module):
         if self.mode == "tokens":
             self.elements = nn.Linear(h, self.per_token * (n + 1))  # per element: value logits and a gate logit
 
-    def forward(self, hidden: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         hidden = self.norm(hidden).float()  # (B, T, H); Δ runs in float32 whatever the backbone's dtype
         b, t, _ = hidden.shape
         if self.mode == "slots":
             scores = torch.einsum("sh,bth->bst", self.queries.float(), self.keys(hidden)) / math.sqrt(hidden.shape[-1])
             if attention_mask is not None:
                 scores = scores.masked_fill(attention_mask[:, None, :] == 0, torch.finfo(scores.dtype).min)
-            read = torch.einsum("bst,bth->bsh", scores.softmax(-1), hidden)  # (B, S + 1, H)
+            attention = scores.softmax(-1)  # (B, S + 1, T)
+            read = torch.einsum("bst,bth->bsh", attention, hidden)  # (B, S + 1, H)
             values = torch.einsum("bsh,shn->bsn", read[:, :-1], self.values.float()) + self.values_bias.float()
-            cells, registers = values.softmax(-1).split([self.num_cells, self.num_registers], dim=1)
+            values = values.softmax(-1)  # (B, S, n)
+            if self.copies_tokens and input_ids is not None:
+                values = copy_token_values(attention[:, :-1], self.token_values[input_ids], values)
+            cells, registers = values.split([self.num_cells, self.num_registers], dim=1)
             return cells, registers, self.select(read[:, -1]).softmax(-1)  # (B, C, n), (B, Rin, n), (B, P)
         z = last_token_states(hidden, attention_mask)  # (B, H)
         values = self.values(z).view(
@@ -116,6 +125,26 @@ class DeltaParser(nn.Module):
                 gates = gates * attention_mask.repeat_interleave(self.per_token, dim=1).to(gates.dtype)
             cells, registers = compact_elements(gates, emitted[..., :-1].softmax(-1), self.num_cells), values
         return cells, registers, self.select(z).softmax(-1)
+
+
+def token_value_table(config: LlamaDeltaConfig) -> Tensor:
+    """(vocab,) token id -> the value it spells, -1 for none: a pure function of the config (rebuilt, not saved)."""
+    table = torch.full((config.vocab_size,), -1, dtype=torch.long, device="cpu")
+    for token, value in config.delta_token_values.items():
+        table[int(token)] = value
+    return table
+
+
+def copy_token_values(attention: Tensor, token_values: Tensor, classified: Tensor) -> Tensor:
+    """A slot's value: the value of the token it attends to where that token spells one (a copy, exact for a
+    sharp attention), its own classifier's distribution for the rest of its attention mass.
+
+    attention (B, S, T), token_values (B, T) (-1 where a token spells no value), classified (B, S, n) -> (B, S, n).
+    """
+    n = classified.shape[-1]
+    spelled = F.one_hot(token_values.clamp_min(0), n).to(attention) * (token_values >= 0)[..., None]  # (B, T, n)
+    copied = torch.einsum("bst,btn->bsn", attention, spelled)  # (B, S, n)
+    return copied + (1 - copied.sum(-1, keepdim=True)) * classified
 
 
 def compact_elements(gates: Tensor, values: Tensor, num_cells: int) -> Tensor:
@@ -150,14 +179,20 @@ class DeltaComputerHead(nn.Module):
         self.parser = DeltaParser(config)
         self.machine = build_machine(config)
 
-    def forward(self, hidden: Tensor, attention_mask: Tensor | None, return_trace: bool = False):
+    def forward(
+        self,
+        hidden: Tensor,
+        attention_mask: Tensor | None,
+        input_ids: Tensor | None = None,
+        return_trace: bool = False,
+    ):
         # Δ is exact only in full precision: no bf16/fp16 autocast inside the head.
         with torch.autocast(hidden.device.type, enabled=False):
-            return self._run(hidden, attention_mask, return_trace)
+            return self._run(hidden, attention_mask, input_ids, return_trace)
 
-    def _run(self, hidden: Tensor, attention_mask: Tensor | None, return_trace: bool):
+    def _run(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None, return_trace: bool):
         config = self.config
-        cells, registers, selection = self.parser(hidden, attention_mask)
+        cells, registers, selection = self.parser(hidden, attention_mask, input_ids)
         inputs = (cells, registers)
         if config.delta_straight_through:
             inputs = tuple(straight_through_one_hot(values) for values in inputs)
@@ -220,6 +255,8 @@ class LlamaDeltaPreTrainedModel(LlamaPreTrainedModel):
             init.normal_(module.queries, std=std)
             init.normal_(module.values, std=std)
             init.zeros_(module.values_bias)
+            if module.copies_tokens:  # non-persistent: loading leaves it uninitialised
+                init.copy_(module.token_values, token_value_table(self.config).to(module.token_values.device))
         if isinstance(module, DeltaMachine):
             # Every Δ buffer (the library ROM, the control tables, the ALU's index tables) is a pure function
             # of the config: rebuild it wherever loading did not fill it (`copy_` leaves loaded values alone).
@@ -285,7 +322,7 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
         )
         hidden = outputs.hidden_states[self.config.delta_feature_layer]  # (B, T, H)
         answer, selection, halted, cells, registers, trace = self.delta_head(
-            hidden, attention_mask, return_trace=return_delta_trace
+            hidden, attention_mask, input_ids, return_trace=return_delta_trace
         )
         answer_logits = torch.log(answer + ANSWER_EPS)  # (B, K, n)
         loss = None

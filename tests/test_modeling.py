@@ -396,7 +396,7 @@ def test_batched_one_hot_parses_match_the_reference(delta, monkeypatch):
         one_hot([registers for _, _, registers in examples], config.delta_input_registers),
         F.one_hot(torch.tensor([names.index(name) for name, _, _ in examples]), len(names)).float(),
     )
-    monkeypatch.setattr(model.delta_head.parser, "forward", lambda hidden, attention_mask: parsed)
+    monkeypatch.setattr(model.delta_head.parser, "forward", lambda hidden, attention_mask, input_ids=None: parsed)
     with torch.no_grad():
         out = model(input_ids=torch.randint(0, 100, (8, 5)))
     answers = [reference_answer(config, *example) for example in examples]
@@ -462,3 +462,51 @@ def test_straight_through_runs_delta_on_the_arg_max_and_passes_gradients():
     through = torch.autograd.grad((hard * weights).sum(), logits, retain_graph=True)[0]
     expected = torch.autograd.grad((probabilities * weights).sum(), logits)[0]
     assert torch.allclose(through, expected) and through.abs().sum() > 0
+
+
+def test_slots_copy_the_value_of_the_attended_token():
+    from modeling_llama_delta.modeling_llama_delta import copy_token_values
+
+    token_values = torch.tensor([[-1, 7, -1, 3]])  # (B, T): tokens 1 and 3 spell 7 and 3
+    attention = torch.tensor([[[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0, 0]]])
+    classified = torch.full((1, 4, 16), 1 / 16)
+    values = copy_token_values(attention, token_values, classified)  # (1, 4, 16)
+    assert values[0, 0, 7] == 1 and values[0, 1, 3] == 1  # sharp attention on a numeral: an exact copy
+    assert torch.equal(values[0, 2], classified[0, 2])  # on a word: the slot's own classifier
+    assert torch.isclose(values[0, 3, 7], torch.tensor(0.5 + 0.5 / 16))
+    assert torch.allclose(values.sum(-1), torch.ones(1, 4))
+
+
+def test_token_values_are_validated():
+    with pytest.raises(ValueError, match="needs delta_parse_mode = 'slots'"):
+        LlamaDeltaConfig(**TINY_LLAMA, delta_token_values={"5": 1})
+    with pytest.raises(ValueError, match=r"delta_token_values\['5'\] = 99 is not a value in 0..15"):
+        LlamaDeltaConfig(
+            **TINY_LLAMA,
+            delta_word_size=16,
+            delta_memory_size=8,
+            delta_parse_mode="slots",
+            delta_token_values={"5": 99},
+        )
+    with pytest.raises(ValueError, match="key '500' is not a token id"):
+        LlamaDeltaConfig(**TINY_LLAMA, delta_parse_mode="slots", delta_token_values={"500": 1})
+
+
+def test_copying_slots_train_and_survive_save_and_load(tmp_path):
+    config = LlamaDeltaConfig(
+        **TINY_LLAMA,
+        delta_word_size=16,
+        delta_memory_size=8,
+        delta_max_steps=4,
+        delta_parse_mode="slots",
+        delta_token_values={str(token): token - 10 for token in range(10, 26)},
+    )
+    model = LlamaDeltaForAlgorithmicQA(config)
+    ids = torch.tensor([[3, 17, 4, 12, 5]])
+    out = model(ids, labels=torch.tensor([[9]]))
+    out.loss.backward()
+    assert model.delta_head.parser.queries.grad.abs().sum() > 0
+    model.save_pretrained(tmp_path)
+    loaded = LlamaDeltaForAlgorithmicQA.from_pretrained(tmp_path)
+    assert torch.equal(loaded.delta_head.parser.token_values, model.delta_head.parser.token_values)
+    assert torch.allclose(loaded(ids).answer_logits, model(ids).answer_logits)

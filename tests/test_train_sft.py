@@ -200,3 +200,14 @@ def test_torchrun_two_processes(tmp_path):
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert "world size 2" in saved["machine"] and saved["command"].startswith("torchrun --nproc_per_node 2")
     assert saved["results"]["test"]["num_examples"] == saved["splits"]["test"]  # every example scored once
+
+
+def test_numeral_token_values_from_the_llama3_tokenizer():
+    from llama_delta.tasks import numeral_token_values
+    from llama_delta.tokenizer import load_llama3_tokenizer
+
+    tokenizer = load_llama3_tokenizer()
+    table = numeral_token_values(tokenizer, 128)
+    assert len(table) == 128  # Llama 3 spells 0..999 as single tokens
+    question = tokenizer("What is 17 times 5?", add_special_tokens=False)["input_ids"]
+    assert sorted(table[str(token)] for token in question if str(token) in table) == [5, 17]
