@@ -36,8 +36,10 @@ TASK_PROGRAMS: dict[str, tuple[str, ...]] = {
 }
 # The parse mode each task gets unless told otherwise: one vector carries two or three numbers (the paper's
 # `last_token`); a string needs one cell per character, which `tokens` reads off the tokens themselves.
+# arithmetic: slots that copy the attended numeral token (87.6% test vs ~11% for last_token in the same budget,
+# README "Training"); fibonacci keeps the paper's last_token until measured.
 DEFAULT_PARSE_MODE = {task: "tokens" for task in TASK_PROGRAMS} | {
-    "arithmetic": "last_token",
+    "arithmetic": "slots",
     "fibonacci": "last_token",
 }
 ANSWER_FORMATS = {"sort": "string", "sort_spaced": "string", "reverse": "string", "addition": "digits"}
