@@ -10,3 +10,15 @@ TINY_LLAMA = dict(
     num_key_value_heads=2,
     max_position_embeddings=64,
 )
+
+# The flat remote-code files `save_pretrained` ships: the closure of the model's relative imports.
+REMOTE_CODE_FILES = {
+    "alu.py",
+    "assembler.py",
+    "circuits.py",
+    "compiler.py",
+    "configuration_llama_delta.py",
+    "library.py",
+    "machine.py",
+    "modeling_llama_delta.py",
+}

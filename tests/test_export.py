@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_LLAMA
+from conftest import REMOTE_CODE_FILES, TINY_LLAMA
 from huggingface_hub import HfApi, ModelCard, upload_file
 from safetensors import safe_open
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
@@ -17,17 +17,14 @@ from llama_delta.export import MeasuredResult, export_for_hub, push_to_hub
 from llama_delta.local_hub import local_hub
 from modeling_llama_delta import LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA
 
-CODE_FILES = {
-    "alu.py",
-    "assembler.py",
-    "circuits.py",
-    "compiler.py",
-    "configuration_llama_delta.py",
-    "library.py",
-    "machine.py",
-    "modeling_llama_delta.py",
+EXPORT_FILES = {
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    *REMOTE_CODE_FILES,
 }
-EXPORT_FILES = {"README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", *CODE_FILES}
 RESULTS = [
     MeasuredResult(
         dataset="local-user/llama-delta-tasks",

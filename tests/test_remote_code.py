@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_LLAMA
+from conftest import REMOTE_CODE_FILES, TINY_LLAMA
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -20,16 +20,6 @@ import modeling_llama_delta
 from modeling_llama_delta import LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA
 
 PACKAGE = Path(modeling_llama_delta.__file__).parent
-REMOTE_CODE_FILES = {
-    "alu.py",
-    "assembler.py",
-    "circuits.py",
-    "compiler.py",
-    "configuration_llama_delta.py",
-    "library.py",
-    "machine.py",
-    "modeling_llama_delta.py",
-}
 ALLOWED_THIRD_PARTY = {"torch", "transformers"}
 
 # Runs in the fresh process: argv = checkpoint folder, inputs file, output file.
