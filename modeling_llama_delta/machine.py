@@ -45,12 +45,53 @@ from .assembler import OPCODES, Program, assemble, initial_memory
 from .compiler import RomLayout, compile_programs, rom_logits, rom_probabilities
 
 _OP = {name: i for i, name in enumerate(OPCODES)}
-# Ops that write register d, and the row of the step's result stack holding each one's value.
-REGISTER_WRITERS: tuple[str, ...] = ("const", "mov", "inc", "dec", *BINARY_OPS, "read", "call")
 # Where each op sends the counter: 0 next line (every op not listed), 1 the immediate, 2 the value of
 # register a, 3 stay. jez/jnz are listed by where they go when a != 0; the step then moves P(a = 0) of
 # their mass (jez: next line -> immediate, jnz: immediate -> next line).
 _CONTROL = {"halt": 3, "jmp": 1, "jez": 0, "jnz": 1, "call": 1, "ret": 2}
+# A step mixes every op's result in ONE bmm: coefficients (6, 14) per example @ the source rows (14, n).
+# Sources: the immediate, operands a and b, the counter c, the nine ALU results, the loaded memory cell.
+_IMM, _A, _B, _C, _ALU, _LOADED = 0, 1, 2, 3, 4, 4 + len(BINARY_OPS)
+SOURCES = _LOADED + 1
+# Mixed rows: the register value, the new counter, b (memory's value), then the parts a step shifts by a
+# roll after mixing (the rolls are linear, so one roll of each mixed part replaces one per source):
+# register +1 (inc a, call's c + 1), counter +1 (next line), register -1 (dec a).
+_WRITTEN, _COUNTER, _STORED, _WRITTEN_UP, _COUNTER_UP, _WRITTEN_DOWN = range(6)
+MIXED = 6
+# Beyond the mixing coefficients, each example's coefficient row holds P(the op writes a register),
+# P(write) and P(halt): `coefficients = op @ mixing` gives all of them at once.
+_P_REGISTER, _P_WRITE, _P_HALT = MIXED * SOURCES, MIXED * SOURCES + 1, MIXED * SOURCES + 2
+COEFFICIENTS = MIXED * SOURCES + 3
+
+
+def _coefficient(row: int, source: int) -> int:
+    """Column of mixed row `row`'s weight on source `source` in an example's coefficient row."""
+    return row * SOURCES + source
+
+
+def _mixing_tensors() -> tuple[Tensor, Tensor, Tensor]:
+    """(O, W) op -> coefficients, (W,) the constant part (b is always stored), (W,) the jez/jnz shift.
+
+    The coefficients are linear in the op distribution except the conditional jumps, which move
+    (P(jez) - P(jnz)) · P(a = 0) of mass from the next line to the immediate: `shift` times that.
+    """
+    mixing = torch.zeros(len(OPCODES), COEFFICIENTS)
+    register_results = {"const": (_WRITTEN, _IMM), "mov": (_WRITTEN, _A), "inc": (_WRITTEN_UP, _A)}
+    register_results |= {"dec": (_WRITTEN_DOWN, _A), "read": (_WRITTEN, _LOADED), "call": (_WRITTEN_UP, _C)}
+    register_results |= {op: (_WRITTEN, _ALU + i) for i, op in enumerate(BINARY_OPS)}
+    for op, (row, source) in register_results.items():
+        mixing[_OP[op], _coefficient(row, source)] = 1
+        mixing[_OP[op], _P_REGISTER] = 1
+    targets = [(_COUNTER_UP, _C), (_COUNTER, _IMM), (_COUNTER, _A), (_COUNTER, _C)]  # next, imm, a, stay
+    for op in OPCODES:
+        mixing[_OP[op], _coefficient(*targets[_CONTROL.get(op, 0)])] = 1
+    mixing[_OP["write"], _P_WRITE] = 1
+    mixing[_OP["halt"], _P_HALT] = 1
+    bias = torch.zeros(COEFFICIENTS)
+    bias[_coefficient(_STORED, _B)] = 1
+    shift = torch.zeros(COEFFICIENTS)
+    shift[_coefficient(_COUNTER_UP, _C)], shift[_coefficient(_COUNTER, _IMM)] = -1, 1
+    return mixing, bias, shift
 
 
 @dataclass
@@ -113,11 +154,12 @@ class _StepConstants:
 
     num_registers: int
     memory_size: int
-    writers: Tensor  # (15,) op index of each REGISTER_WRITERS row
-    control: Tensor  # (O, 4) counter target per op: next line, immediate, value of a, stay
-    conditional_shift: Tensor  # (4,) [-1, 1, 0, 0]: moves P(a = 0) of jez/jnz mass from next line to immediate
+    mixing: Tensor  # (O, W) op -> coefficient row (`_mixing_tensors`)
+    mixing_bias: Tensor  # (W,) b is stored whatever the op (scaled by P(write) at the write)
+    jump_shift: Tensor  # (W,) moves P(a = 0) of jez/jnz mass from the next line to the immediate
+    jump_sign: Tensor  # (O,) +1 for jez, -1 for jnz
     halt_onehot: Tensor  # (O,)
-    blocks: Tensor  # (K, 3) which written value each packed row takes
+    blocks: Tensor  # (K, 3) which mixed value (register value, counter, b) each packed row takes
     # Scratch tensors of the backward passes, reused step after step (fresh memory is slow to touch on
     # CPU); one dict per run, and a run's backward nodes execute one at a time.
     workspace: dict[str, Tensor] = field(default_factory=dict)
@@ -130,29 +172,16 @@ class _StepConstants:
         return buffer
 
 
-def _register_results(
-    state: Tensor, a: Tensor, imm: Tensor, alu_results: Tensor, next_line: Tensor, r: int, m: int
-) -> Tensor:
-    """Every register-writing op's result, rows in REGISTER_WRITERS order: (PB, 15, n).
+def _sources(state: Tensor, operands: Tensor, imm: Tensor, alu_results: Tensor, r: int, m: int) -> Tensor:
+    """The rows every op's result is mixed from (`SOURCES` order): (PB, 14, n).
 
-    const (imm), mov (a), inc (a + 1), dec (a - 1), the nine ALU ops, read (m[a]; 0 for a cell >= M), call (c + 1).
+    imm, a, b, the counter, the nine ALU results, and m[a] (eq. 2 on memory; a cell >= M reads 0).
     """
+    a = operands[:, 0]  # (PB, n)
     loaded = torch.bmm(a[:, None, :m], state[:, r : r + m])  # (PB, 1, M) @ (PB, M, n) -> (PB, 1, n)
-    loaded[:, 0, 0] += a[:, m:].sum(-1)  # reading a cell >= M gives 0
-    rows = [imm[:, None], a[:, None], a.roll(1, -1)[:, None], a.roll(-1, -1)[:, None], alu_results, loaded]
-    return torch.cat([*rows, next_line[:, None]], dim=1)
-
-
-def _write_weights(op: Tensor, writers: Tensor, dest: Tensor, a: Tensor, k: _StepConstants) -> tuple[Tensor, Tensor]:
-    """Per-row erase and gain weights of the packed state, (PB, K) each = [registers | memory | counter]:
-    registers erase P(write register)·d and gain d, memory cells erase and gain a·P(write), the counter row
-    is replaced."""
-    p_register = writers.sum(-1, keepdim=True)  # (PB, 1)
-    address = a[:, : k.memory_size] * op[:, _OP["write"], None]  # (PB, M)
-    ones = torch.ones_like(p_register)
-    erase = torch.cat([p_register * dest, address, ones], dim=1)  # (PB, K)
-    gain = torch.cat([dest, address, ones], dim=1)  # (PB, K)
-    return erase, gain
+    if m < a.shape[-1]:
+        loaded[:, 0, 0] += a[:, m:].sum(-1)
+    return torch.cat([imm[:, None], operands, state[:, -1:], alu_results, loaded], dim=1)
 
 
 class _StepRead(torch.autograd.Function):
@@ -168,7 +197,7 @@ class _StepRead(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state, rom, k: _StepConstants):
         pb, _, n = state.shape
-        p, r, ops = rom.shape[0], k.num_registers, k.control.shape[0]
+        p, r, ops = rom.shape[0], k.num_registers, k.mixing.shape[0]
         counter = state[:, -1].reshape(p, pb // p, n)  # (P, B, n), program-major
         fields = torch.bmm(counter, rom).view(pb, -1)  # (P, B, n) @ (P, n, F) -> (PB, F)
         select = fields[:, ops : ops + 2 * r].reshape(pb, 2, r)  # (PB, 2, R): registers a and b
@@ -182,11 +211,12 @@ class _StepRead(torch.autograd.Function):
         state, rom, select = ctx.saved_tensors
         k = ctx.constants
         pb, _, n = state.shape
-        p, r, ops = rom.shape[0], k.num_registers, k.control.shape[0]
-        g_fields = g_fields.clone()
+        p, r, ops = rom.shape[0], k.num_registers, k.mixing.shape[0]
+        # g_fields and g_state are `_StepUpdate`'s fresh gradients (their tensors have no other reader), so
+        # this node's terms are written into them in place; g_fields' selection columns hold zeros.
         # operands = select @ registers
-        g_fields[:, ops : ops + 2 * r] += torch.bmm(g_operands, state[:, :r].transpose(1, 2)).view(pb, 2 * r)
-        # g_state is _StepUpdate's fresh input gradient (the alias has no other reader): added to in place
+        g_select = torch.bmm(g_operands, state[:, :r].transpose(1, 2))  # (PB, 2, n) @ (PB, n, R) -> (PB, 2, R)
+        g_fields[:, ops : ops + 2 * r] = g_select.view(pb, 2 * r)
         g_registers = g_state[:, :r]  # (PB, R, n): += select^T @ g_operands, as two outer products (no small bmm)
         g_registers.addcmul_(select[:, 0, :, None], g_operands[:, None, 0]).addcmul_(
             select[:, 1, :, None], g_operands[:, None, 1]
@@ -205,96 +235,101 @@ class _StepUpdate(torch.autograd.Function):
     """Steps 3-6 of a machine step (module docstring) as ONE autograd node with a hand-written backward.
 
     Inputs: packed state (PB, K, n), halted (PB,), the current line's fields (PB, F), the operand values
-    a, b (PB, 2, n) and the ALU's results (PB, 9, n); outputs the new packed state and h. The matmuls
-    before it (fields by counter, operands by register selection) and the ALU stay ordinary autograd
-    ops, so every ALU backend works. The backward is the chain rule of `forward` written out, line by
-    line in reverse (checked by gradcheck in tests/test_machine.py).
+    a, b (PB, 2, n) and the ALU's results (PB, 9, n); outputs the new packed state and h. Every op's
+    result is a linear map of a few source rows (`_sources`), so the register value, the new counter and
+    the stored b come out of ONE bmm of per-example coefficients (themselves ONE matmul of the op
+    distribution, `_mixing_tensors`) with the sources, and the writes are ONE erase-and-add over the
+    packed rows. The backward is the chain rule of `forward` written out in reverse (checked by gradcheck
+    in tests/test_machine.py).
     """
 
     @staticmethod
     def forward(ctx, state, halted, fields, operands, alu_results, k: _StepConstants):
-        r, m, ops = k.num_registers, k.memory_size, k.control.shape[0]
-        counter = state[:, -1]  # (PB, n)
+        r, m, ops = k.num_registers, k.memory_size, k.mixing.shape[0]
+        pb = state.shape[0]
         op = torch.lerp(fields[:, :ops], k.halt_onehot, halted[:, None])  # (PB, O): the halted share runs `halt`
         dest, imm = fields[:, ops + 2 * r : ops + 3 * r], fields[:, ops + 3 * r :]  # (PB, R), (PB, n)
-        a, b = operands[:, 0], operands[:, 1]  # (PB, n) each
-        next_line = counter.roll(1, -1)  # (PB, n): c + 1
-        results = _register_results(state, a, imm, alu_results, next_line, r, m)  # (PB, 15, n)
-        # The register result mixed by op (eq. 7); its mass is P(the op writes a register).
-        writers = op.index_select(1, k.writers)  # (PB, 15)
-        written = torch.bmm(writers[:, None, :], results)[:, 0]  # (PB, 1, 15) @ (PB, 15, n) -> (PB, n)
-        # The counter (eq. 6): a fixed target per op, then jez/jnz move P(a = 0) of their mass.
-        conditional = (op[:, _OP["jez"]] - op[:, _OP["jnz"]]) * a[:, 0]  # (PB,)
-        moves = torch.addcmul(op @ k.control, conditional[:, None], k.conditional_shift)  # (PB, 4)
-        targets = torch.stack([next_line, imm, a, counter], dim=1)  # (PB, 4, n)
-        new_counter = torch.bmm(moves[:, None, :], targets)[:, 0]  # (PB, 1, 4) @ (PB, 4, n) -> (PB, n)
-        # Writes as one erase-and-add over the packed rows (eqs. 3-5): registers get `written` at d, memory
-        # gets b at cell a (scaled by P(write)), the counter row is replaced.
-        erase, gain = _write_weights(op, writers, dest, a, k)  # (PB, K) each
-        values = torch.stack([written, b, new_counter], dim=1)  # (PB, 3, n)
-        new_state = torch.mul(state, (1 - erase)[:, :, None]).baddbmm_(gain[:, :, None] * k.blocks, values)
-        # Saved: the inputs and the small per-row weights; n-sized intermediates are rebuilt in backward.
-        ctx.save_for_backward(state, halted, fields, operands, alu_results, written, moves, op, writers, erase)
+        a = operands[:, 0]  # (PB, n)
+        # Coefficients (PB, W), eqs. 6-7: the op mixture, and jez/jnz move P(a = 0) of their mass.
+        jump_weight = op @ k.jump_sign  # (PB,): P(jez) - P(jnz)
+        coefficients = torch.addmm(k.mixing_bias, op, k.mixing).addr_(jump_weight * a[:, 0], k.jump_shift)
+        sources = _sources(state, operands, imm, alu_results, r, m)  # (PB, 14, n)
+        weights = coefficients[:, : MIXED * SOURCES].view(pb, MIXED, SOURCES)  # (PB, 6, 14)
+        mixed = torch.bmm(weights, sources)  # (PB, 6, 14) @ (PB, 14, n) -> (PB, 6, n)
+        values = mixed[:, :3]  # (PB, 3, n): register value, counter, b; the shifted parts rolled into them
+        values[:, :2] += mixed[:, _WRITTEN_UP : _COUNTER_UP + 1].roll(1, -1)
+        values[:, 0] += mixed[:, _WRITTEN_DOWN].roll(-1, -1)
+        # Writes as one erase-and-add over the packed rows (eqs. 3-5): registers gain the value at d (its
+        # mass is P(the op writes a register)), memory gains b at cell a scaled by P(write), the counter
+        # row is replaced.
+        p_register, p_write = coefficients[:, _P_REGISTER, None], coefficients[:, _P_WRITE, None]  # (PB, 1)
+        address = a[:, :m] * p_write  # (PB, M)
+        ones = p_write.new_ones(pb, 1)
+        gain = torch.cat([dest, address, ones], dim=1)  # (PB, K)
+        keep = 1 - torch.cat([dest * p_register, address, ones], dim=1)  # (PB, K)
+        gains = gain[:, :, None] * k.blocks  # (PB, K, 3)
+        new_state = torch.mul(state, keep[:, :, None]).baddbmm_(gains, values)  # (PB, K, 3) @ (PB, 3, n)
+        # Saved: the inputs and small per-row weights; `sources` is kept (the backward needs all of it).
+        ctx.save_for_backward(state, halted, fields, sources, coefficients, jump_weight, gain, keep, values)
         ctx.constants = k
-        return new_state, op[:, _OP["halt"]]  # (PB, K, n), h_{t+1} = h + (1 - h) p_halt
+        return new_state, coefficients[:, _P_HALT]  # (PB, K, n), h_{t+1} = h + (1 - h) p_halt
 
     @staticmethod
     def backward(ctx, g_state, g_halted):
-        state, halted, fields, operands, alu_results, written, moves, op, writers, erase = ctx.saved_tensors
+        state, halted, fields, sources, coefficients, jump_weight, gain, keep, values = ctx.saved_tensors
         k = ctx.constants
-        r, m, ops = k.num_registers, k.memory_size, k.control.shape[0]
-        counter, f = state[:, -1], fields[:, :ops]
-        dest, imm = fields[:, ops + 2 * r : ops + 3 * r], fields[:, ops + 3 * r :]
-        a, b = operands[:, 0], operands[:, 1]
-        next_line = counter.roll(1, -1)
-        p_register, address = writers.sum(-1, keepdim=True), erase[:, r : r + m]
-        # new_state = state * (1 - erase) + gain ⊗ [written | b | new_counter] row by row
-        g_erase = torch.mul(g_state, state, out=k.scratch("g_state_state", state)).sum(-1).neg_()  # (PB, K)
-        g_written = torch.bmm(dest[:, None, :], g_state[:, :r])[:, 0]  # (PB, 1, R) @ (PB, R, n) -> (PB, n)
-        g_b = torch.bmm(address[:, None, :], g_state[:, r : r + m])[:, 0]  # (PB, 1, M) @ (PB, M, n) -> (PB, n)
-        g_new_counter = g_state[:, -1]  # (PB, n)
-        g_rows = torch.mul(g_state[:, :r], written[:, None, :], out=k.scratch("registers", g_state[:, :r]))
-        g_dest = g_erase[:, :r] * p_register + g_rows.sum(-1)  # (PB, R)
-        g_p_register = (g_erase[:, :r] * dest).sum(-1, keepdim=True)  # (PB, 1)
-        g_rows = torch.mul(g_state[:, r : r + m], b[:, None, :], out=k.scratch("memory", g_state[:, r : r + m]))
-        g_address = g_erase[:, r : r + m] + g_rows.sum(-1)  # (PB, M)
-        # new_counter = moves @ [next_line, imm, a, counter]
-        targets = torch.stack([next_line, imm, a, counter], dim=1)  # (PB, 4, n)
-        g_moves = (targets * g_new_counter[:, None, :]).sum(-1)  # (PB, 4); faster than a bmm with one column
-        g_targets = moves[:, :, None] * g_new_counter[:, None, :]  # (PB, 4, n)
-        # new_state = state * (1 - erase) + ...: g_state is read no further. It is fresh and read by no one
-        # else (the next step's `_StepRead` gradient, or the slicing after the run), so it becomes the
-        # state's gradient in place rather than in new memory.
-        g_in = g_state.mul_((1 - erase)[:, :, None])  # (PB, K, n)
-        # moves = op @ control + conditional * shift, conditional = (op_jez - op_jnz) * a_0
-        g_op = g_moves @ k.control.t()  # (PB, 4) @ (4, O) -> (PB, O)
-        g_conditional = g_moves @ k.conditional_shift  # (PB,)
-        g_op[:, _OP["jez"]] += g_conditional * a[:, 0]
-        g_op[:, _OP["jnz"]] -= g_conditional * a[:, 0]
-        # written = writers @ results; p_register = sum(writers); address = a[:M] * op_write
-        # Rebuilt rather than saved: saving would be new memory every step.
-        results = _register_results(state, a, imm, alu_results, next_line, r, m)  # (PB, 15, n)
-        g_writers = (results * g_written[:, None, :]).sum(-1) + g_p_register  # (PB, 15)
-        g_results = writers[:, :, None] * g_written[:, None, :]  # (PB, 15, n)
-        g_op.index_add_(1, k.writers, g_writers)
-        g_op[:, _OP["write"]] += (g_address * a[:, :m]).sum(-1)
-        g_op[:, _OP["halt"]] += g_halted
-        # results rows: imm, a, a + 1, a - 1, ALU (9), loaded, next_line; targets: next_line, imm, a, counter
-        g_imm = g_results[:, 0] + g_targets[:, 1]
-        g_a = g_results[:, 1] + g_results[:, 2].roll(-1, -1) + g_results[:, 3].roll(1, -1) + g_targets[:, 2]
-        g_a[:, 0] += g_conditional * (op[:, _OP["jez"]] - op[:, _OP["jnz"]])
-        g_a[:, :m] += g_address * op[:, _OP["write"], None]
-        g_loaded = g_results[:, 13]  # loaded = a[:M] @ memory + sum(a[M:]) at value 0
-        g_rows = torch.mul(state[:, r : r + m], g_loaded[:, None, :], out=k.scratch("memory", state[:, r : r + m]))
-        g_a[:, :m] += g_rows.sum(-1)  # (PB, M)
-        g_a[:, m:] += g_loaded[:, :1]
+        r, m, ops = k.num_registers, k.memory_size, k.mixing.shape[0]
+        pb, _, n = state.shape
+        dest, a = fields[:, ops + 2 * r : ops + 3 * r], sources[:, _A]  # (PB, R), (PB, n)
+        p_register, p_write = coefficients[:, _P_REGISTER, None], coefficients[:, _P_WRITE, None]  # (PB, 1)
+        # new_state = state * keep + gains @ values, gain = [dest | address | 1], values = [written, counter, b]
+        g_registers, g_memory = g_state[:, :r], g_state[:, r : r + m]  # (PB, R, n), (PB, M, n)
+        address = gain[:, r : r + m]  # (PB, M)
+        g_keep = torch.linalg.vecdot(g_state, state)  # (PB, K)
+        g_written = torch.bmm(dest[:, None, :], g_registers)  # (PB, 1, R) @ (PB, R, n) -> (PB, 1, n)
+        g_stored = torch.bmm(address[:, None, :], g_memory)  # (PB, 1, M) @ (PB, M, n) -> (PB, 1, n)
+        g_counter = g_state[:, -1:]  # (PB, 1, n)
+        # values = mixed[:3] + the rolled parts; mixed = weights @ sources. (The cat copies g_counter before
+        # g_state is overwritten below.)
+        g_mixed = torch.cat(
+            [g_written, g_counter, g_stored, g_written.roll(-1, -1), g_counter.roll(-1, -1), g_written.roll(1, -1)],
+            dim=1,
+        )  # (PB, 6, n)
+        # keep = 1 - [p_register dest | address | 1]
+        g_dest = torch.linalg.vecdot(g_registers, values[:, None, _WRITTEN]) - g_keep[:, :r] * p_register  # (PB, R)
+        g_p_register = -torch.linalg.vecdot(g_keep[:, :r], dest)  # (PB,)
+        g_address = torch.linalg.vecdot(g_memory, sources[:, None, _B]) - g_keep[:, r : r + m]  # (PB, M)
+        g_p_write = torch.linalg.vecdot(g_address, a[:, :m])  # (PB,)
+        # g_state is read no further. It is fresh and read by no one else (the next step's `_StepRead`
+        # gradient, or the slicing after the run), so it becomes the state's gradient in place.
+        g_in = g_state.mul_(keep[:, :, None])  # (PB, K, n)
+        weights = coefficients[:, : MIXED * SOURCES].view(pb, MIXED, SOURCES)  # (PB, 6, 14)
+        g_sources = torch.bmm(weights.transpose(1, 2), g_mixed)  # (PB, 14, 6) @ (PB, 6, n) -> (PB, 14, n)
+        g_weights = torch.bmm(g_mixed, sources.transpose(1, 2))  # (PB, 6, n) @ (PB, n, 14) -> (PB, 6, 14)
+        g_coefficients = torch.cat(
+            [g_weights.view(pb, -1), g_p_register[:, None], g_p_write[:, None], g_halted[:, None]], dim=1
+        )  # (PB, W)
+        # coefficients = bias + op @ mixing + (jump_weight · a_0) ⊗ jump_shift, jump_weight = op @ jump_sign
+        g_op = g_coefficients @ k.mixing.t()  # (PB, W) @ (W, O) -> (PB, O)
+        g_jump = g_coefficients @ k.jump_shift  # (PB,)
+        g_op.addr_(g_jump * a[:, 0], k.jump_sign)
+        # Source rows: imm, a, b, counter, ALU results, loaded = a[:M] @ memory (+ sum(a[M:]) at value 0)
+        g_a = g_sources[:, _A]  # (PB, n), a view: the terms below add into g_sources in place
+        g_a[:, 0] += g_jump * jump_weight
+        g_a[:, :m].addcmul_(g_address, p_write)
+        g_loaded = g_sources[:, _LOADED]  # (PB, n)
+        # (PB, 1, n) @ (PB, n, M): a row times a transposed matrix (a one-column bmm is 8x slower)
+        g_a[:, :m] += torch.bmm(g_loaded[:, None, :], state[:, r : r + m].transpose(1, 2))[:, 0]
+        if m < n:
+            g_a[:, m:] += g_loaded[:, :1]
         g_in[:, r : r + m].addcmul_(a[:, :m, None], g_loaded[:, None, :])  # += (PB, M, 1) ⊗ (PB, 1, n)
-        g_in[:, -1] += (g_results[:, 14] + g_targets[:, 0]).roll(-1, -1) + g_targets[:, 3]
+        g_in[:, -1] += g_sources[:, _C]
         # op = lerp(f, e_halt, h) = f + h (e_halt - f); the a/b selections get their gradient in _StepRead
-        g_select = g_op.new_zeros(g_op.shape[0], 2 * r)
-        g_fields = torch.cat([g_op * (1 - halted)[:, None], g_select, g_dest, g_imm], dim=1)  # (PB, F)
-        g_h = (g_op * (k.halt_onehot - f)).sum(-1)
-        return g_in, g_h, g_fields, torch.stack([g_a, g_b], dim=1), g_results[:, 4:13], None
+        g_f = g_op * (1 - halted)[:, None]  # (PB, O)
+        g_h = torch.linalg.vecdot(g_op, k.halt_onehot - fields[:, :ops])  # (PB,)
+        g_select = g_op.new_zeros(pb, 2 * r)
+        g_fields = torch.cat([g_f, g_select, g_dest, g_sources[:, _IMM]], dim=1)  # (PB, F)
+        return g_in, g_h, g_fields, g_sources[:, _A : _B + 1], g_sources[:, _ALU:_LOADED], None
 
 
 class DeltaMachine(nn.Module):
@@ -339,25 +374,24 @@ class DeltaMachine(nn.Module):
         self.max_steps, self.checkpoint_steps, self.halt_tolerance = max_steps, checkpoint_steps, halt_tolerance
         self.layout = RomLayout(n, num_registers)
 
-        ops = len(OPCODES)
-        control = torch.zeros(ops, 4)  # (O, 4): default is the next line
-        control[:, 0] = 1
-        for name, target in _CONTROL.items():
-            control[_OP[name]] = F.one_hot(torch.tensor(target), 4).float()
+        mixing, bias, shift = _mixing_tensors()
         size = num_registers + memory_size + 1
-        blocks = torch.zeros(size, 3)  # (K, 3): which written value each packed row takes
-        blocks[:num_registers, 0] = 1  # registers <- the mixed register result
-        blocks[num_registers:-1, 1] = 1  # memory <- operand b
-        blocks[-1, 2] = 1  # counter <- the new counter
+        blocks = torch.zeros(size, 3)  # (K, 3): which mixed value each packed row takes
+        blocks[:num_registers, _WRITTEN] = 1  # registers <- the mixed register value
+        blocks[num_registers:-1, _STORED] = 1  # memory <- operand b
+        blocks[-1, _COUNTER] = 1  # counter <- the new counter
         constants = {
-            "control": control,
-            "halt_onehot": F.one_hot(torch.tensor(_OP["halt"]), ops).float(),  # (O,)
-            "conditional_shift": torch.tensor([-1.0, 1.0, 0.0, 0.0]),  # moves P(a = 0) of jez/jnz mass
+            "mixing": mixing,
+            "mixing_bias": bias,
+            "jump_shift": shift,
+            "jump_sign": (
+                F.one_hot(torch.tensor(_OP["jez"]), len(OPCODES)) - F.one_hot(torch.tensor(_OP["jnz"]), len(OPCODES))
+            ).float(),
+            "halt_onehot": F.one_hot(torch.tensor(_OP["halt"]), len(OPCODES)).float(),  # (O,)
             "blocks": blocks,
         }
         for name, tensor in constants.items():
             self.register_buffer(name, tensor, persistent=False)
-        self.register_buffer("writers", torch.tensor([_OP[op] for op in REGISTER_WRITERS]), persistent=False)
         self.set_alu(alu)
         self.programs: list[Program] = []
         self.program_names: list[str] = []
@@ -374,7 +408,7 @@ class DeltaMachine(nn.Module):
     # --- configuration
     def set_alu(self, name: str) -> None:
         """Swap the ALU backend (no backend has parameters, so a trained machine keeps working)."""
-        self.alu = build_alu(name, self.n).to(self.control.device)
+        self.alu = build_alu(name, self.n).to(self.mixing.device)
         self.alu_name = name
 
     def set_programs(
@@ -399,7 +433,7 @@ class DeltaMachine(nn.Module):
                     f"num_registers={program.num_registers}; the machine has n={self.n}, "
                     f"num_registers={self.num_registers}"
                 )
-        rom = compile_programs(programs, dtype=self.control.dtype).to(self.control.device)  # (P, n, F)
+        rom = compile_programs(programs, dtype=self.mixing.dtype).to(self.mixing.device)  # (P, n, F)
         for attribute in ("rom", "rom_logits"):
             if hasattr(self, attribute):
                 delattr(self, attribute)
@@ -438,7 +472,7 @@ class DeltaMachine(nn.Module):
         if not self.programs:
             raise RuntimeError("the machine holds no programs: call set_programs first")
         n, r, m, p = self.n, self.num_registers, self.memory_size, len(self.programs)
-        like = self.control  # the machine's dtype and device
+        like = self.mixing  # the machine's dtype and device
         zero = F.one_hot(torch.zeros((), dtype=torch.long, device=like.device), n).to(like)  # (n,) the value 0
 
         def start(values: Tensor | None, rows: int, what: str) -> Tensor:
@@ -487,9 +521,10 @@ class DeltaMachine(nn.Module):
         return _StepConstants(
             self.num_registers,
             self.memory_size,
-            self.writers,
-            self.control,
-            self.conditional_shift,
+            self.mixing,
+            self.mixing_bias,
+            self.jump_shift,
+            self.jump_sign,
             self.halt_onehot,
             self.blocks,
         )
@@ -514,7 +549,7 @@ class DeltaMachine(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """One step on packed states: (P·B, K, n), (P·B,) -> same; rom (P, n, F) distributions; ops: `alu_ops`."""
         fields, operands, state = _StepRead.apply(state, rom, k)  # (PB, F), (PB, 2, n), the state: steps 1-2
-        a, b = operands[:, 0], operands[:, 1]  # (PB, n) each
+        a, b = operands.unbind(1)  # (PB, n) each
         alu_results = self.alu(a, b) if ops is None else self.alu(a, b, ops=ops)  # (PB, 9, n)
         return _StepUpdate.apply(state, halted, fields, operands, alu_results, k)  # steps 3-6
 
