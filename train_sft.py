@@ -108,6 +108,10 @@ class ScriptArguments:
     word_size: int = field(default=128, metadata={"help": "Δ's word size n"})
     delta_alu: Literal["table", "structured", "circuit"] = field(default="structured")
     delta_checkpoint_steps: int = field(default=0, metadata={"help": "recompute blocks of Δ steps in backward"})
+    parse_samples: int | None = field(
+        default=None,
+        metadata={"help": "0: Δ runs the soft parse; S >= 2: exact runs on S sampled parses (default: 4 for strings)"},
+    )
     use_peft: bool = field(default=False, metadata={"help": "LoRA adapters + the full Δ head instead of all weights"})
     lora_r: int = 16
     lora_alpha: int = 32
@@ -219,6 +223,7 @@ def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, t
         word_size=args.word_size,
         alu=args.delta_alu,
         checkpoint_steps=args.delta_checkpoint_steps,
+        parse_samples=args.parse_samples,
     )
     backbone, gguf_file = resolve_backbone(args)
     backbone_kwargs = json.loads(args.backbone_kwargs) if args.backbone_kwargs else None

@@ -42,6 +42,10 @@ DEFAULT_PARSE_MODE = {task: "tokens" for task in TASK_PROGRAMS} | {
     "arithmetic": "slots",
     "fibonacci": "last_token",
 }
+# Δ runs exactly on this many sampled parses per example in training (score-function gradient) for the string
+# tasks, whose programs run hundreds of steps: there Δ's soft run turns a 1e-5 parse uncertainty into a wrong
+# answer (experiments/README.md); short programs (arithmetic, fibonacci) learn through the soft run.
+DEFAULT_PARSE_SAMPLES = {"sort": 8, "sort_spaced": 8, "reverse": 8}
 ANSWER_FORMATS = {"sort": "string", "sort_spaced": "string", "reverse": "string", "addition": "digits"}
 # Which dataset config fields the generic size knobs map to, per builder family.
 _SIZE_FIELDS = {
@@ -148,7 +152,8 @@ class TaskSettings:
 
     def describe(self) -> dict:
         """JSON-ready summary (the library as program names, not sources)."""
-        config = {k: v for k, v in self.delta_config.items() if k != "delta_programs"}
+        # The library as names and the token table as its size (`measured`): both are long, and in config.json.
+        config = {k: v for k, v in self.delta_config.items() if k not in ("delta_programs", "delta_token_values")}
         return {
             "programs": sorted(self.delta_config["delta_programs"]),
             **config,
@@ -168,6 +173,19 @@ def numeral_token_values(tokenizer, n: int) -> dict[str, int]:
     return table
 
 
+def spelled_token_values(tokenizer, n: int, most: int, separators: str = "") -> dict[str, list[int]]:
+    """Token id -> the code points it spells, for every token whose text, `separators` removed, is 1..`most`
+    characters, all below `n` ("abc" -> [97, 98, 99]; " the" -> [32, 116, 104, 101]; " w" -> [119] with
+    separator " "). What `tokens` parsing copies for string tasks (`delta_token_values`): which of these tokens
+    are the string's elements (not " the", not the quotes) is what the gates learn."""
+    table = {}
+    for token_id in range(len(tokenizer)):
+        text = "".join(c for c in tokenizer.decode([token_id]) if c not in separators)
+        if 1 <= len(text) <= most and all(0 < ord(c) < n for c in text):
+            table[str(token_id)] = [ord(c) for c in text]
+    return table
+
+
 def delta_settings(
     task: str,
     data: datasets.DatasetDict,
@@ -178,6 +196,7 @@ def delta_settings(
     num_registers: int = 8,
     alu: str = "structured",
     checkpoint_steps: int = 0,
+    parse_samples: int | None = None,
 ) -> TaskSettings:
     """Δ settings for `task` that fit every split of `data` (training and every split evaluated).
 
@@ -185,7 +204,8 @@ def delta_settings(
     input cells and answer. Input cells / registers: the longest `memory` / `registers` row. Answer: where the
     data says (offset 0), as long as the longest answer. `delta_max_steps`: the largest split's step bound (saved
     with the model, so that `solve` handles the held-out lengths); `max_steps` has each split's own bound.
-    `tokens` parsing measures `delta_elements_per_token` on the data with `tokenizer`.
+    `tokens` parsing measures `delta_elements_per_token` on the data with `tokenizer`. `parse_samples`: None for
+    the task's default (`DEFAULT_PARSE_SAMPLES`).
     """
     family = task_family(task)
     programs = tuple(programs) if programs else TASK_PROGRAMS[task]
@@ -226,6 +246,13 @@ def delta_settings(
     elif family == "sequence":
         raise ValueError(f"task {task!r} parses strings into memory cells: use parse mode 'tokens'")
     token_values = None
+    if parse_mode == "tokens" and ANSWER_FORMATS.get(task) == "string":
+        # Strings hold code points: a token's characters are its elements, copied rather than classified.
+        elements = {value for row in rows["memory"] for value in row if value}
+        quoted = {c for question in rows["question"] for m in _QUOTED.finditer(question) for c in m.group(1)}
+        separators = "".join(sorted(c for c in quoted if ord(c) not in elements))  # " " for sort_spaced
+        token_values = spelled_token_values(tokenizer, word_size, per_token, separators)
+        measured["spelling_tokens"] = len(token_values)
     if parse_mode == "slots" and tokenizer is not None:
         token_values = numeral_token_values(tokenizer, word_size)  # numbers in the question are copied, not guessed
         measured["numeral_tokens"] = len(token_values)
@@ -246,6 +273,7 @@ def delta_settings(
         "delta_answer_length": answer_length,
         "delta_answer_format": ANSWER_FORMATS.get(task, "integers"),
         "delta_checkpoint_steps": min(checkpoint_steps, max(max_steps.values())),
+        "delta_parse_samples": DEFAULT_PARSE_SAMPLES.get(task, 0) if parse_samples is None else parse_samples,
     }
     return TaskSettings(task, delta_config, max_steps, measured)
 
@@ -253,10 +281,12 @@ def delta_settings(
 __all__ = [
     "ANSWER_FORMATS",
     "DEFAULT_PARSE_MODE",
+    "DEFAULT_PARSE_SAMPLES",
     "TASK_PROGRAMS",
     "TaskSettings",
     "dataset_overrides",
     "numeral_token_values",
+    "spelled_token_values",
     "delta_settings",
     "elements_per_token",
     "example_sizes",

@@ -35,9 +35,12 @@ class LlamaDeltaConfig(LlamaConfig):
         emits up to `delta_elements_per_token` cell values, placed in order from m[0]; registers and selection
         from the last token).
     delta_elements_per_token (`int`): for `tokens` parsing, how many cell values one token can spell.
-    delta_token_values (`dict[str, int]`): for `slots` parsing, token id -> the value the token spells (e.g. Llama 3
-        spells 0..999 as single tokens). A slot attending to such a token copies its value (a pointer, exact for
-        a sharp attention) instead of classifying it; other tokens fall back to the slot's classifier.
+    delta_token_values (`dict[str, int | list[int]]`): token id -> the value(s) the token spells, copied instead of
+        classified. `slots`: one value per token (Llama 3 spells 0..999 as single tokens); a slot attending to
+        such a token copies its value (a pointer, exact for a sharp attention). `tokens`: up to
+        `delta_elements_per_token` values per token (the characters of "abc" are [97, 98, 99]); the token's
+        elements take those values and only their gates are learned. Tokens not listed fall back to the
+        learned classifier.
     delta_input_cells (`int`): memory cells `m[0..k-1]` the head writes (the rest start at 0).
     delta_input_registers (`int`): registers `r0..r(k-1)` the head writes (never `sp`/`ra`).
     delta_answer_source (`str`): `registers` or `memory`: where the answer is read after the run.
@@ -46,6 +49,11 @@ class LlamaDeltaConfig(LlamaConfig):
         (code points up to the first 0: "abbdd"), or `digits` (base-10 digits, least-significant first: "1234").
     delta_straight_through (`bool`): run Δ on the arg-max (one-hot, hence exact) parse and pass gradients to
         the soft parse straight through; off: Δ runs on the soft parse itself (the paper).
+    delta_parse_samples (`int`): 0: Δ runs on the parse itself (the paper, or straight-through). `S >= 2`: in
+        training Δ runs exactly on `S` one-hot parses sampled from the head's distributions per example, and the
+        head learns from the score-function (REINFORCE) gradient with a leave-one-out baseline; the selection
+        keeps its exact gradient; in evaluation Δ runs the arg-max parse. For long programs, where Δ's soft run
+        is unstable (a 1e-5 parse uncertainty grows into a wrong sort over ~250 steps: experiments/README.md).
     delta_checkpoint_steps (`int`): gradient checkpointing over blocks of this many Δ steps (0: off).
     """
 
@@ -67,6 +75,7 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_answer_length: int = 1
     delta_answer_format: str = "integers"
     delta_straight_through: bool = False
+    delta_parse_samples: int = 0
     delta_checkpoint_steps: int = 0
 
     def __post_init__(self, **kwargs):
@@ -108,15 +117,26 @@ class LlamaDeltaConfig(LlamaConfig):
         check_choice("delta_parse_mode", PARSE_MODES)
         check_range("delta_elements_per_token", 1, 64)
         if self.delta_token_values:
-            if self.delta_parse_mode != "slots":
+            if self.delta_parse_mode == "last_token":
                 raise ValueError(
-                    "delta_token_values needs delta_parse_mode = 'slots' (a slot copies the token it attends)"
+                    "delta_token_values needs delta_parse_mode 'slots' or 'tokens' (values are copied from tokens)"
                 )
-            for token, value in self.delta_token_values.items():
+            most = 1 if self.delta_parse_mode == "slots" else self.delta_elements_per_token
+            for token, spelled in self.delta_token_values.items():
                 if not str(token).isdigit() or not 0 <= int(token) < self.vocab_size:
                     raise ValueError(f"delta_token_values key {token!r} is not a token id in 0..{self.vocab_size - 1}")
-                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
-                    raise ValueError(f"delta_token_values[{token!r}] = {value!r} is not a value in 0..{n - 1}")
+                values = spelled if isinstance(spelled, list) else [spelled]
+                if not 1 <= len(values) <= most:
+                    raise ValueError(
+                        f"delta_token_values[{token!r}] = {spelled!r} spells {len(values)} values; allowed 1..{most} "
+                        f"(delta_parse_mode {self.delta_parse_mode!r}, delta_elements_per_token "
+                        f"{self.delta_elements_per_token})"
+                    )
+                for value in values:
+                    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
+                        raise ValueError(
+                            f"delta_token_values[{token!r}] = {spelled!r}: {value!r} is not a value in 0..{n - 1}"
+                        )
         check_range("delta_input_cells", 1 if self.delta_parse_mode == "tokens" else 0, self.delta_memory_size)
         check_range("delta_input_registers", 0, registers - 2)
         check_choice("delta_answer_source", ANSWER_SOURCES)
@@ -124,6 +144,10 @@ class LlamaDeltaConfig(LlamaConfig):
         check_range("delta_answer_length", 1, answer_room)
         check_choice("delta_answer_format", ANSWER_FORMATS)
         check_range("delta_checkpoint_steps", 0, self.delta_max_steps)
+        if self.delta_parse_samples != 0:
+            check_range("delta_parse_samples", 2, 256)  # the baseline of a sample is the mean of the others
+            if self.delta_straight_through:
+                raise ValueError("delta_parse_samples > 0 runs Δ on sampled parses: set delta_straight_through = False")
         if not isinstance(self.delta_programs, dict) or not self.delta_programs:
             raise ValueError("delta_programs is empty: the library needs at least one program")
         for name, source in self.delta_programs.items():

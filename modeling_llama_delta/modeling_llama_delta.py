@@ -26,6 +26,9 @@ from .machine import DeltaMachine, DeltaTrace
 # Floor added to answer probabilities before the log: keeps the loss finite and its gradient bounded
 # (<= 1/eps) where Δ gives the right answer almost no mass.
 ANSWER_EPS = 1e-6
+# Sampled parses (`delta_parse_samples`) draw each gate from P = EXPLORATION + (1 - 2·EXPLORATION)·gate: a token
+# whose gate has collapsed the wrong way is still tried now and then, so its gradient does not vanish for good.
+EXPLORATION = 0.05
 
 
 @dataclass
@@ -37,6 +40,7 @@ class AlgorithmicQAOutput(ModelOutput):
     halt_probability: (B,) P(halted) after the run, mixed over programs.
     parsed_memory / parsed_registers: (B, C, n) / (B, Rin, n) the head's initial cells and registers.
     delta_trace: per-step Δ record, when `return_delta_trace=True`.
+    sample_loss: (B, S) the answer loss of each sampled parse (training with `delta_parse_samples`, labels given).
     """
 
     loss: Tensor | None = None
@@ -46,6 +50,20 @@ class AlgorithmicQAOutput(ModelOutput):
     parsed_memory: Tensor | None = None
     parsed_registers: Tensor | None = None
     delta_trace: DeltaTrace | None = None
+    sample_loss: Tensor | None = None
+
+
+@dataclass
+class ParsedQuestion:
+    """The head's parse, as distributions: cells (B, C, n), registers (B, Rin, n), selection (B, P); for `tokens`
+    parsing also its factors, element gates (B, E) and values (B, E, n) (E = T·k, token-major), which
+    `compact_elements` turns into the cells."""
+
+    cells: Tensor
+    registers: Tensor
+    selection: Tensor
+    gates: Tensor | None = None
+    elements: Tensor | None = None
 
 
 def last_token_states(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -67,7 +85,9 @@ class DeltaParser(nn.Module):
     `tokens`: every token emits up to `k` elements (a gate and a value each, `k` =
         `delta_elements_per_token`), and element number i lands in cell m[i] (`compact_elements`); registers
         and the selection come from the last token. Position-free, so it parses strings of any length, and
-        `k > 1` lets a multi-character BPE token spell several cells.
+        `k > 1` lets a multi-character BPE token spell several cells. With `delta_token_values`, a token that
+        spells values (a slot's attended token, a token's characters) passes them on exactly; only where they
+        go (attention, gates) is learned.
     """
 
     def __init__(self, config: LlamaDeltaConfig):
@@ -79,11 +99,11 @@ class DeltaParser(nn.Module):
         self.n = n
         self.norm = LlamaRMSNorm(h, eps=config.rms_norm_eps)
         self.select = nn.Linear(h, len(config.delta_programs))
+        self.copies_tokens = bool(config.delta_token_values) and self.mode != "last_token"
+        if self.copies_tokens:
+            self.register_buffer("token_values", token_value_table(config), persistent=False)  # (V, 1 or k)
         if self.mode == "slots":
             slots = self.num_cells + self.num_registers
-            self.copies_tokens = bool(config.delta_token_values)  # `slots` only: copying needs an attended token
-            if self.copies_tokens:
-                self.register_buffer("token_values", token_value_table(config), persistent=False)
             self.queries = nn.Parameter(torch.empty(slots + 1, h))  # (S + 1, H); the last one selects
             self.keys = nn.Linear(h, h, bias=False)
             self.values = nn.Parameter(torch.empty(slots, h, n))  # (S, H, n): one classifier per slot
@@ -92,11 +112,13 @@ class DeltaParser(nn.Module):
             last_token_values = self.num_registers + (self.num_cells if self.mode == "last_token" else 0)
             self.values = nn.Linear(h, last_token_values * n)
         if self.mode == "tokens":
-            self.elements = nn.Linear(h, self.per_token * (n + 1))  # per element: value logits and a gate logit
+            self.gates = nn.Linear(h, self.per_token)  # (H -> k): P(a token emits its element j)
+            if not self.copies_tokens:
+                self.elements = nn.Linear(h, self.per_token * n)  # (H -> k·n): element j's value, classified
 
-    def forward(
-        self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None) -> ParsedQuestion:
+        if self.copies_tokens and input_ids is None:
+            raise ValueError("this parser copies values from the tokens (delta_token_values): pass input_ids")
         hidden = self.norm(hidden).float()  # (B, T, H); Δ runs in float32 whatever the backbone's dtype
         b, t, _ = hidden.shape
         if self.mode == "slots":
@@ -107,32 +129,39 @@ class DeltaParser(nn.Module):
             read = torch.einsum("bst,bth->bsh", attention, hidden)  # (B, S + 1, H)
             values = torch.einsum("bsh,shn->bsn", read[:, :-1], self.values.float()) + self.values_bias.float()
             values = values.softmax(-1)  # (B, S, n)
-            if self.copies_tokens and input_ids is not None:
-                values = copy_token_values(attention[:, :-1], self.token_values[input_ids], values)
+            if self.copies_tokens:
+                values = copy_token_values(attention[:, :-1], self.token_values[input_ids, 0], values)
             cells, registers = values.split([self.num_cells, self.num_registers], dim=1)
-            return cells, registers, self.select(read[:, -1]).softmax(-1)  # (B, C, n), (B, Rin, n), (B, P)
+            selection = self.select(read[:, -1]).softmax(-1)  # (B, P)
+            return ParsedQuestion(cells, registers, selection)  # (B, C, n), (B, Rin, n), (B, P)
         z = last_token_states(hidden, attention_mask)  # (B, H)
         values = self.values(z).view(
             b, self.num_registers + (self.num_cells if self.mode == "last_token" else 0), self.n
         )
         values = values.softmax(-1)  # (B, [C +] Rin, n)
+        selection = self.select(z).softmax(-1)  # (B, P)
         if self.mode == "last_token":
-            cells, registers = values.split([self.num_cells, self.num_registers], dim=1)
+            return ParsedQuestion(*values.split([self.num_cells, self.num_registers], dim=1), selection)
+        gates = self.gates(hidden).sigmoid()  # (B, T, k)
+        if attention_mask is not None:
+            gates = gates * attention_mask[..., None].to(gates.dtype)
+        if self.copies_tokens:
+            gates, elements = spell_token_values(self.token_values[input_ids], gates, self.n)
         else:
-            emitted = self.elements(hidden).view(b, t * self.per_token, -1)  # (B, T·k, n + 1): token-major
-            gates = emitted[..., -1].sigmoid()  # (B, T·k)
-            if attention_mask is not None:
-                gates = gates * attention_mask.repeat_interleave(self.per_token, dim=1).to(gates.dtype)
-            cells, registers = compact_elements(gates, emitted[..., :-1].softmax(-1), self.num_cells), values
-        return cells, registers, self.select(z).softmax(-1)
+            elements = self.elements(hidden).view(b, t, self.per_token, self.n).softmax(-1)  # (B, T, k, n)
+        gates, elements = gates.flatten(1), elements.flatten(1, 2)  # (B, T·k), (B, T·k, n): token-major
+        return ParsedQuestion(compact_elements(gates, elements, self.num_cells), values, selection, gates, elements)
 
 
 def token_value_table(config: LlamaDeltaConfig) -> Tensor:
-    """(vocab,) token id -> the value it spells, -1 for none: a pure function of the config (rebuilt, not saved)."""
-    table = torch.full((config.vocab_size,), -1, dtype=torch.long, device="cpu")
-    for token, value in config.delta_token_values.items():
-        table[int(token)] = value
-    return table
+    """(vocab, k) token id -> the values it spells, -1 padded (-1 everywhere: it spells none); `k` is 1 for `slots`,
+    `delta_elements_per_token` for `tokens`. A pure function of the config (rebuilt, not saved)."""
+    k = 1 if config.delta_parse_mode == "slots" else config.delta_elements_per_token
+    rows = [[-1] * k for _ in range(config.vocab_size)]
+    for token, spelled in config.delta_token_values.items():
+        values = spelled if isinstance(spelled, list) else [spelled]
+        rows[int(token)][: len(values)] = values
+    return torch.tensor(rows, dtype=torch.long, device="cpu")  # on the CPU even under a meta-device context
 
 
 def copy_token_values(attention: Tensor, token_values: Tensor, classified: Tensor) -> Tensor:
@@ -145,6 +174,15 @@ def copy_token_values(attention: Tensor, token_values: Tensor, classified: Tenso
     spelled = F.one_hot(token_values.clamp_min(0), n).to(attention) * (token_values >= 0)[..., None]  # (B, T, n)
     copied = torch.einsum("bst,btn->bsn", attention, spelled)  # (B, S, n)
     return copied + (1 - copied.sum(-1, keepdim=True)) * classified
+
+
+def spell_token_values(spelled: Tensor, gates: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """`tokens` parsing with spelled tokens: a token's elements are the values it spells, exactly (one-hot), and
+    only those can be emitted (a token that spells nothing emits nothing); only the gates stay learned.
+
+    spelled (B, T, k) (-1 padded), gates (B, T, k) -> gates (B, T, k), values (B, T, k, n).
+    """
+    return gates * (spelled >= 0), F.one_hot(spelled.clamp_min(0), n).to(gates)
 
 
 def compact_elements(gates: Tensor, values: Tensor, num_cells: int) -> Tensor:
@@ -165,7 +203,7 @@ def compact_elements(gates: Tensor, values: Tensor, num_cells: int) -> Tensor:
         # One more element emitted with P(gate): shift the count distribution (the overflow bin absorbs).
         shifted = torch.cat([before[:, :1] * 0, before[:, :-2], before[:, -2:].sum(-1, keepdim=True)], dim=1)
         before = (1 - gate) * before + gate * shifted
-    filled = cells.sum(-1, keepdim=True)  # (B, C, 1) P(cell i holds an element)
+    filled = cells.sum(-1, keepdim=True).clamp(max=1)  # (B, C, 1) P(cell i holds an element), rounding clipped
     empty = F.one_hot(torch.zeros((), dtype=torch.long, device=values.device), n).to(values)  # (n,) the value 0
     return cells + (1 - filled) * empty
 
@@ -192,19 +230,82 @@ class DeltaComputerHead(nn.Module):
 
     def _run(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None, return_trace: bool):
         config = self.config
-        cells, registers, selection = self.parser(hidden, attention_mask, input_ids)
-        inputs = (cells, registers)
+        parsed = self.parser(hidden, attention_mask, input_ids)
+        cells, registers, selection = parsed.cells, parsed.registers, parsed.selection
+        inputs, run_selection, log_q = (cells, registers), selection, None
+        samples = config.delta_parse_samples
         if config.delta_straight_through:
             inputs = tuple(straight_through_one_hot(values) for values in inputs)
+        elif samples and self.training:
+            inputs, log_q = sample_parse(parsed, samples)  # (B·S, ., n) one-hot each, (B, S)
+            run_selection = selection.repeat_interleave(samples, dim=0)  # (B·S, P)
+        elif samples:
+            inputs = greedy_parse(parsed)
         state = self.machine.start_state(
             memory=inputs[0] if cells.shape[1] else None,
             registers=inputs[1] if registers.shape[1] else None,
-            batch_size=selection.shape[0],
+            batch_size=run_selection.shape[0],
         )
-        run = self.machine(state, selection=selection, return_trace=return_trace)
+        run = self.machine(state, selection=run_selection, return_trace=return_trace)
         source = run.state.registers if config.delta_answer_source == "registers" else run.state.memory
-        answer = source[:, : config.delta_answer_length]  # (B, K, n) probabilities
-        return answer, selection, run.state.halted, cells, registers, run.trace
+        answer = source[:, : config.delta_answer_length]  # (B[·S], K, n) probabilities
+        halted = run.state.halted
+        if log_q is not None:
+            answer = answer.view(-1, samples, *answer.shape[1:])  # (B, S, K, n)
+            halted = halted.view(-1, samples).mean(1)  # (B,)
+        return answer, selection, halted, cells, registers, run.trace, log_q
+
+
+def sample_categorical(values: Tensor, samples: int) -> tuple[Tensor, Tensor]:
+    """`samples` one-hot draws from each distribution: values (B, X, n) -> (B, S, X, n) one-hot, log q (B, S)."""
+    b, x, n = values.shape
+    if x == 0:
+        return values.new_zeros(b, samples, 0, n), values.new_zeros(b, samples)
+    picks = torch.multinomial(values.detach().reshape(b * x, n), samples, replacement=True)  # (B·X, S)
+    picks = picks.view(b, x, samples).transpose(1, 2)  # (B, S, X)
+    chosen = values[:, None].expand(b, samples, x, n).gather(-1, picks[..., None])[..., 0]  # (B, S, X)
+    return F.one_hot(picks, n).to(values), _log(chosen).sum(-1)
+
+
+def _log(probabilities: Tensor) -> Tensor:
+    return torch.log(probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny))
+
+
+def sample_parse(parsed: ParsedQuestion, samples: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
+    """`samples` one-hot parses per example, drawn from the head's distributions (its policy), and their log q.
+
+    Cells and registers are drawn independently, except under `tokens` parsing, where the draws are the factors:
+    each element is emitted or not (Bernoulli on its gate) with a drawn value, and the emitted ones are compacted,
+    so that a parse never holds one element twice. Returns cells (B·S, C, n), registers (B·S, Rin, n) (example-
+    major) and log q (B, S).
+    """
+    b, c, n = parsed.cells.shape
+    registers, log_q = sample_categorical(parsed.registers, samples)  # (B, S, Rin, n), (B, S)
+    if parsed.gates is None:
+        cells, log_q_cells = sample_categorical(parsed.cells, samples)  # (B, S, C, n)
+        log_q = log_q + log_q_cells
+    else:
+        listed = parsed.gates > 0  # (B, E): padding and elements no token spells stay off
+        gates = (EXPLORATION + (1 - 2 * EXPLORATION) * parsed.gates) * listed  # (B, E)
+        emitted = torch.bernoulli(gates.detach()[:, None].expand(b, samples, -1))  # (B, S, E)
+        log_q = log_q + (emitted * _log(gates[:, None]) + (1 - emitted) * _log(1 - gates[:, None])).sum(-1)
+        values, log_q_values = sample_categorical(parsed.elements, samples)  # (B, S, E, n); a copied value: log q 0
+        log_q = log_q + log_q_values
+        cells = compact_elements(emitted.flatten(0, 1), values.flatten(0, 1), c)  # (B·S, C, n): exact on 0/1 gates
+        cells = cells.view(b, samples, c, n)
+    return (cells.flatten(0, 1), registers.flatten(0, 1)), log_q
+
+
+def greedy_parse(parsed: ParsedQuestion) -> tuple[Tensor, Tensor]:
+    """The most likely parse, one-hot: the arg-max of every distribution (of every factor under `tokens`)."""
+
+    def arg_max(values: Tensor) -> Tensor:
+        return F.one_hot(values.argmax(-1), values.shape[-1]).to(values)
+
+    cells = parsed.cells
+    if parsed.gates is not None:
+        cells = compact_elements((parsed.gates > 0.5).to(cells), arg_max(parsed.elements), cells.shape[1])
+    return arg_max(cells), arg_max(parsed.registers)
 
 
 def straight_through_one_hot(probabilities: Tensor) -> Tensor:
@@ -250,11 +351,12 @@ class LlamaDeltaPreTrainedModel(LlamaPreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, DeltaParser) and module.mode == "slots":
-            std = self.config.initializer_range
-            init.normal_(module.queries, std=std)
-            init.normal_(module.values, std=std)
-            init.zeros_(module.values_bias)
+        if isinstance(module, DeltaParser):
+            if module.mode == "slots":
+                std = self.config.initializer_range
+                init.normal_(module.queries, std=std)
+                init.normal_(module.values, std=std)
+                init.zeros_(module.values_bias)
             if module.copies_tokens:  # non-persistent: loading leaves it uninitialised
                 init.copy_(module.token_values, token_value_table(self.config).to(module.token_values.device))
         if isinstance(module, DeltaMachine):
@@ -321,14 +423,18 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
             **kwargs,
         )
         hidden = outputs.hidden_states[self.config.delta_feature_layer]  # (B, T, H)
-        answer, selection, halted, cells, registers, trace = self.delta_head(
+        answer, selection, halted, cells, registers, trace, log_q = self.delta_head(
             hidden, attention_mask, input_ids, return_trace=return_delta_trace
         )
+        loss = sample_loss = None
+        if log_q is not None:  # sampled parses: answer (B, S, K, n)
+            if labels is not None:
+                loss, sample_loss = score_function_loss(torch.log(answer + ANSWER_EPS), labels, log_q)
+            answer = answer.mean(1)  # (B, K, n): the answer distribution over the samples
         answer_logits = torch.log(answer + ANSWER_EPS)  # (B, K, n)
-        loss = None
-        if labels is not None:
+        if labels is not None and loss is None:
             loss = F.nll_loss(answer_logits.flatten(0, 1), labels.flatten().to(answer_logits.device), ignore_index=-100)
-        return AlgorithmicQAOutput(loss, answer_logits, selection, halted, cells, registers, trace)
+        return AlgorithmicQAOutput(loss, answer_logits, selection, halted, cells, registers, trace, sample_loss)
 
     @torch.no_grad()
     def solve(self, questions: str | Sequence[str], tokenizer, batch_size: int = 32) -> list[str]:
@@ -357,6 +463,26 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
             answers.extend(format_answer(row.tolist(), self.config.delta_answer_format) for row in values)
         self.train(was_training)
         return answers
+
+
+def score_function_loss(answer_logits: Tensor, labels: Tensor, log_q: Tensor) -> tuple[Tensor, Tensor]:
+    """The answer loss over sampled parses, with the score-function gradient for the parse.
+
+    answer_logits (B, S, K, n) log-probabilities from Δ's exact runs, labels (B, K) (-100: padding), log_q (B, S)
+    the samples' log-probabilities under the head. Each sample's loss is its mean answer NLL; its baseline is the
+    mean loss of the other samples of the same example (leave-one-out). The value returned is the mean sample
+    loss; its gradient adds (loss - baseline) * d log q for the parse to the exact gradient for the selection.
+    Returns (loss, per-sample losses (B, S)).
+    """
+    b, s, k, _ = answer_logits.shape
+    labels = labels.to(answer_logits.device)[:, None].expand(b, s, k)  # (B, S, K)
+    valid = labels != -100
+    picked = answer_logits.gather(-1, labels.clamp_min(0)[..., None])[..., 0]  # (B, S, K)
+    sample_loss = -(picked * valid).sum(-1) / valid.sum(-1).clamp_min(1)  # (B, S)
+    baseline = (sample_loss.sum(1, keepdim=True) - sample_loss) / (s - 1)  # (B, S) leave-one-out
+    advantage = (sample_loss - baseline).detach()
+    surrogate = advantage * (log_q - log_q.detach())  # value 0; gradient advantage * d log q
+    return sample_loss.mean() + surrogate.mean(), sample_loss
 
 
 def format_answer(values: list[int], answer_format: str) -> str:

@@ -1,6 +1,7 @@
 """`LlamaDeltaForAlgorithmicQA` on tiny configs (hidden 32, 2 layers, vocab 100, n = 16): shapes, loss, gradients, the
 frozen library ROM and its checks, save/load, ALU swaps, `solve`, and exactness against the reference interpreter."""
 
+import math
 import random
 import tempfile
 import unittest
@@ -391,7 +392,9 @@ def test_batched_one_hot_parses_match_the_reference(delta, monkeypatch):
     def one_hot(rows: list[list[int]], width: int) -> torch.Tensor:
         return F.one_hot(torch.tensor(rows, dtype=torch.long).view(len(rows), width), n).float()
 
-    parsed = (
+    from modeling_llama_delta.modeling_llama_delta import ParsedQuestion
+
+    parsed = ParsedQuestion(
         one_hot([cells for _, cells, _ in examples], config.delta_input_cells),
         one_hot([registers for _, _, registers in examples], config.delta_input_registers),
         F.one_hot(torch.tensor([names.index(name) for name, _, _ in examples]), len(names)).float(),
@@ -478,9 +481,9 @@ def test_slots_copy_the_value_of_the_attended_token():
 
 
 def test_token_values_are_validated():
-    with pytest.raises(ValueError, match="needs delta_parse_mode = 'slots'"):
+    with pytest.raises(ValueError, match="needs delta_parse_mode 'slots' or 'tokens'"):
         LlamaDeltaConfig(**TINY_LLAMA, delta_token_values={"5": 1})
-    with pytest.raises(ValueError, match=r"delta_token_values\['5'\] = 99 is not a value in 0..15"):
+    with pytest.raises(ValueError, match=r"delta_token_values\['5'\] = 99: 99 is not a value in 0..15"):
         LlamaDeltaConfig(
             **TINY_LLAMA,
             delta_word_size=16,
@@ -490,6 +493,16 @@ def test_token_values_are_validated():
         )
     with pytest.raises(ValueError, match="key '500' is not a token id"):
         LlamaDeltaConfig(**TINY_LLAMA, delta_parse_mode="slots", delta_token_values={"500": 1})
+    with pytest.raises(ValueError, match=r"spells 3 values; allowed 1..2"):
+        LlamaDeltaConfig(
+            **TINY_LLAMA,
+            delta_parse_mode="tokens",
+            delta_input_cells=4,
+            delta_elements_per_token=2,
+            delta_token_values={"5": [1, 2, 3]},
+        )
+    with pytest.raises(ValueError, match="delta_parse_samples = 1 is out of range: allowed 2..256"):
+        LlamaDeltaConfig(**TINY_LLAMA, delta_parse_samples=1)
 
 
 def test_copying_slots_train_and_survive_save_and_load(tmp_path):
@@ -510,3 +523,96 @@ def test_copying_slots_train_and_survive_save_and_load(tmp_path):
     loaded = LlamaDeltaForAlgorithmicQA.from_pretrained(tmp_path)
     assert torch.equal(loaded.delta_head.parser.token_values, model.delta_head.parser.token_values)
     assert torch.allclose(loaded(ids).answer_logits, model(ids).answer_logits)
+
+
+# --- spelled tokens and sampled parses (`delta_token_values` under `tokens`, `delta_parse_samples`)
+SPELLED = {str(token): [token % 26 + 1] * (1 + token % 2) for token in range(10, 60)}  # tokens 10..59 spell values
+
+
+def spelled_config(**overrides) -> LlamaDeltaConfig:
+    return tiny_config(
+        MEMORY_DELTA,
+        delta_parse_mode="tokens",
+        delta_elements_per_token=2,
+        delta_input_registers=1,
+        delta_token_values=SPELLED,
+        delta_input_cells=8,
+        **overrides,
+    )
+
+
+def test_spelled_tokens_emit_exactly_their_values_and_nothing_else():
+    config = spelled_config()
+    model = tiny_model(config)
+    parser = model.delta_head.parser
+    torch.nn.init.constant_(parser.gates.bias, BIG_LOGIT)  # every gate open: the parse is the spelled values
+    torch.nn.init.zeros_(parser.gates.weight)
+    input_ids = torch.tensor([[3, 11, 12, 70, 13]])  # 3 and 70 spell nothing
+    parsed = parser(model.model(input_ids).last_hidden_state, None, input_ids)
+    expected = [12, 12, 13, 14, 14, 0, 0, 0]  # 11 -> [12, 12], 12 -> [13], 13 -> [14, 14], then empty cells
+    assert parsed.cells.argmax(-1).tolist() == [expected]
+    torch.testing.assert_close(parsed.cells.max(-1).values, torch.ones(1, 8))
+    assert parsed.gates.view(5, 2)[[0, 3]].eq(0).all() and parsed.gates.view(5, 2)[2, 1] == 0  # nothing spelled
+    with pytest.raises(ValueError, match="pass input_ids"):
+        parser(model.model(input_ids).last_hidden_state, None)
+
+
+def test_sampled_parses_are_exact_compactions_with_their_log_probability():
+    from modeling_llama_delta.modeling_llama_delta import ParsedQuestion, compact_elements, sample_parse
+
+    torch.manual_seed(0)
+    n, samples = 8, 64
+    gates = torch.tensor([[0.5, 0.9, 0.0, 0.2]], requires_grad=True)  # (B=1, E=4); element 2 spelled nothing
+    elements = F.one_hot(torch.tensor([[3, 5, 1, 7]]), n).float()  # (1, 4, n)
+    registers = torch.full((1, 1, n), 1 / n)
+    parsed = ParsedQuestion(compact_elements(gates, elements, 4), registers, torch.ones(1, 1), gates, elements)
+    (cells, drawn_registers), log_q = sample_parse(parsed, samples)
+    assert cells.shape == (samples, 4, n) and drawn_registers.shape == (samples, 1, n) and log_q.shape == (1, samples)
+    assert torch.equal(cells.max(-1).values, torch.ones(samples, 4))  # one-hot
+    for cell_row, lq in zip(cells.argmax(-1).tolist(), log_q[0].tolist(), strict=True):
+        emitted = [v for v in cell_row if v]
+        assert emitted == [v for v in (3, 5, 7) if v in emitted] and 1 not in emitted  # order kept, off never on
+        q = {3: 0.5, 5: 0.9, 7: 0.2}
+        exploring = {v: 0.05 + 0.9 * p for v, p in q.items()}
+        expected = sum(math.log(p if v in emitted else 1 - p) for v, p in exploring.items()) + math.log(1 / n)
+        assert lq == pytest.approx(expected, abs=1e-5)
+    log_q.sum().backward()
+    assert gates.grad[0, 2] == 0 and gates.grad[0, [0, 1, 3]].ne(0).all()
+
+
+def test_score_function_loss_value_and_gradient():
+    from modeling_llama_delta.modeling_llama_delta import score_function_loss
+
+    # Two examples x three samples, K = 2 answer elements over n = 4; the second answer element of example 1 is
+    # padding. Exact runs: one-hot answers (probability 1 or ~0 on the label).
+    right, wrong = torch.log(torch.tensor([1.0, 1e-6, 1e-6, 1e-6])), torch.log(torch.tensor([1e-6, 1.0, 1e-6, 1e-6]))
+    answer_logits = torch.stack(
+        [torch.stack([torch.stack([right, right]), torch.stack([right, wrong]), torch.stack([wrong, wrong])])] * 2
+    )  # (2, 3, 2, 4)
+    labels = torch.tensor([[0, 0], [0, -100]])
+    log_q = torch.zeros(2, 3, requires_grad=True)
+    loss, per_sample = score_function_loss(answer_logits, labels, log_q)
+    big = -math.log(1e-6)
+    torch.testing.assert_close(per_sample, torch.tensor([[0, big / 2, big], [0, 0, big]]))
+    torch.testing.assert_close(loss, per_sample.mean())
+    loss.backward()
+    baseline = (per_sample.sum(1, keepdim=True) - per_sample) / 2
+    torch.testing.assert_close(log_q.grad, (per_sample - baseline) / 6)  # advantage / (B·S)
+
+
+def test_sampled_parses_train_and_evaluate_on_the_arg_max():
+    config = spelled_config(delta_parse_samples=4)
+    model = tiny_model(config).train()
+    torch.manual_seed(0)
+    # Tokens 11, 12, 13 spell [12, 12], [13], [14, 14]: sorted, the answer starts 12 12 13 14.
+    inputs = {"input_ids": torch.tensor([[3, 11, 12, 70, 13]] * 3), "labels": torch.tensor([[12, 12, 13, 14]] * 3)}
+    out = model(**inputs)
+    assert out.sample_loss.shape == (3, 4) and torch.isfinite(out.loss)
+    assert out.sample_loss.std() > 0  # the samples differ, so the advantages do
+    out.loss.backward()
+    assert model.delta_head.parser.gates.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        first, second = model(**inputs), model(**inputs)
+    assert first.sample_loss is None and torch.equal(first.answer_logits, second.answer_logits)  # deterministic
+    assert torch.equal(first.answer_logits.exp().max(-1).values.round(), torch.ones(3, 4))  # Δ ran a one-hot parse

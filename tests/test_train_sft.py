@@ -211,3 +211,19 @@ def test_numeral_token_values_from_the_llama3_tokenizer():
     assert len(table) == 128  # Llama 3 spells 0..999 as single tokens
     question = tokenizer("What is 17 times 5?", add_special_tokens=False)["input_ids"]
     assert sorted(table[str(token)] for token in question if str(token) in table) == [5, 17]
+
+
+def test_spelled_token_values_from_the_llama3_tokenizer():
+    from llama_delta.tasks import spelled_token_values
+    from llama_delta.tokenizer import load_llama3_tokenizer
+
+    tokenizer = load_llama3_tokenizer()
+    table = spelled_token_values(tokenizer, 128, most=4)
+    question = tokenizer('Sort the string "qwhdbxza"', add_special_tokens=False)["input_ids"]
+    spelled = ["".join(map(chr, table[str(t)])) if str(t) in table else None for t in question]
+    # 'Sort', ' the', ' "', the string's pieces and the closing quote spell characters; ' string' has 7 (> most).
+    assert spelled == ["Sort", " the", None, ' "', "q", "wh", "db", "x", "za", '"']
+    assert all(1 <= len(values) <= 4 and all(0 < v < 128 for v in values) for values in table.values())
+    spaced = spelled_token_values(tokenizer, 128, most=1, separators=" ")
+    tokens = tokenizer(' "q w h"', add_special_tokens=False)["input_ids"]
+    assert [spaced.get(str(t)) for t in tokens] == [[34], [113], [119], [104], [34]]  # ' "', 'q', ' w', ' h', '"'
