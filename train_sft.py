@@ -120,6 +120,10 @@ class ScriptArguments:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     stop_at_exact_match: float = field(default=1.0, metadata={"help": "stop once validation exact match reaches it"})
+    keep_best_epoch: bool = field(
+        default=True,
+        metadata={"help": "end on the epoch of best validation exact match (with checkpoints saved per epoch)"},
+    )
     export_dir: str | None = field(default=None, metadata={"help": "Hub-ready export folder (default output_dir/hub)"})
     compare_with: str | None = field(default=None, metadata={"help": "another run's results.json to print beside"})
 
@@ -234,6 +238,11 @@ def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, t
         model = get_peft_model(model, lora_config(args, modules_to_save=["delta_head"]))
     rom_before = library_snapshot(model)  # PEFT holds two heads, the original and the trained copy: check both
     training_args.remove_unused_columns = False  # the collator reads `question` and `answer_ids`
+    per_epoch = training_args.save_strategy == training_args.eval_strategy != "no"
+    if args.keep_best_epoch and "validation" in data and per_epoch:
+        # Sampled-parse (score-function) training can lose a good parse late (sort: 99% then 75% validation).
+        training_args.load_best_model_at_end = training_args.greater_is_better = True
+        training_args.metric_for_best_model = "exact_match"
     train_steps = max(settings.max_steps[name] for name in IN_DISTRIBUTION if name in data)
     set_delta_max_steps(model, train_steps)
     trainer = Trainer(
