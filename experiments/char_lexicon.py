@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from modeling_llama_delta.modeling_llama_delta import compact_elements, last_token_states
+from modeling_llama_delta.modeling_llama_delta import ParsedQuestion, compact_elements, last_token_states
 
 
 def char_lexicon(tokenizer, n: int) -> Tensor:
@@ -37,19 +37,19 @@ def install_char_lexicon(model, tokenizer) -> None:
     lexicon = char_lexicon(tokenizer, n)
     stash: dict = {}
 
-    def parse(self, hidden: Tensor, attention_mask: Tensor | None):
+    def parse(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None):
         hidden = self.norm(hidden).float()  # (B, T, H)
         b = hidden.shape[0]
         z = last_token_states(hidden, attention_mask)  # (B, H)
         registers = self.values(z).view(b, self.num_registers, self.n).softmax(-1)  # (B, Rin, n)
-        gates = self.elements(hidden)[..., -1].sigmoid()  # (B, T): the learned gate of each token's element
+        gates = self.gates(hidden)[..., 0].sigmoid()  # (B, T): the learned gate of each token's element
         if attention_mask is not None:
             gates = gates * attention_mask.to(gates.dtype)
         codes = lexicon.to(hidden.device)[stash["input_ids"]]  # (B, T): the character each token spells, or -1
         spelled = F.one_hot(codes.clamp(min=0), n).float()  # (B, T, n)
         values = torch.where(codes[..., None] >= 0, spelled, torch.full_like(spelled, 1 / n))  # (B, T, n)
         cells = compact_elements(gates, values, self.num_cells)  # (B, C, n)
-        return cells, registers, self.select(z).softmax(-1)
+        return ParsedQuestion(cells, registers, self.select(z).softmax(-1))
 
     parser.forward = types.MethodType(parse, parser)
     forward = model.forward

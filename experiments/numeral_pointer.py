@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from modeling_llama_delta.modeling_llama_delta import ParsedQuestion
+
 
 def numeral_lexicon(tokenizer, n: int) -> Tensor:
     """(V,) long: token id -> the number 0..n-1 it spells (no leading zeros, surrounding spaces allowed), else -1."""
@@ -39,7 +41,7 @@ def install_numeral_pointer(model, tokenizer) -> None:
     lexicon = numeral_lexicon(tokenizer, n)
     stash: dict = {}
 
-    def parse(self, hidden: Tensor, attention_mask: Tensor | None):
+    def parse(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None):
         hidden = self.norm(hidden).float()  # (B, T, H)
         scores = torch.einsum("sh,bth->bst", self.queries.float(), self.keys(hidden)) / math.sqrt(hidden.shape[-1])
         if attention_mask is not None:
@@ -51,7 +53,7 @@ def install_numeral_pointer(model, tokenizer) -> None:
         registers = torch.einsum("bst,btn->bsn", attention[:, :-1], per_token)  # (B, Rin, n)
         read = torch.einsum("bt,bth->bh", attention[:, -1], hidden)  # (B, H): the selection slot's read
         cells = registers.new_zeros(registers.shape[0], 0, n)  # (B, 0, n)
-        return cells, registers, self.select(read).softmax(-1)
+        return ParsedQuestion(cells, registers, self.select(read).softmax(-1))
 
     parser.forward = types.MethodType(parse, parser)
     forward = model.forward

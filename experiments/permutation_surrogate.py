@@ -26,8 +26,9 @@ def install_permutation_surrogate(model) -> None:
     if config.delta_answer_source != "memory":
         raise ValueError("the permutation surrogate reads answers from memory (string tasks such as sort)")
 
-    def run(self, hidden: Tensor, attention_mask: Tensor | None, return_trace: bool):
-        cells, registers, selection = self.parser(hidden, attention_mask)  # (B, C, n), (B, Rin, n), (B, P)
+    def run(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None, return_trace: bool):
+        parsed = self.parser(hidden, attention_mask, input_ids)
+        cells, registers, selection = parsed.cells, parsed.registers, parsed.selection  # (B, C, n), (B, Rin, n), (B, P)
         hard_cells = F.one_hot(cells.argmax(-1), cells.shape[-1]).to(cells)  # (B, C, n)
         hard_registers = F.one_hot(registers.argmax(-1), registers.shape[-1]).to(registers)
         with torch.no_grad():
@@ -39,6 +40,6 @@ def install_permutation_surrogate(model) -> None:
         match = match / match.sum(-1, keepdim=True).clamp(min=1)
         soft = torch.einsum("bkc,bcn->bkn", match, cells)  # (B, K, n): the copied cells' soft parse
         answer = hard + (soft - soft.detach())  # forward: exactly `hard`
-        return answer, selection, final.state.halted, cells, registers, final.trace
+        return answer, selection, final.state.halted, cells, registers, final.trace, None  # no sampled parses
 
     head._run = types.MethodType(run, head)
