@@ -35,9 +35,8 @@ def install_char_lexicon(model, tokenizer) -> None:
     if parser.mode != "tokens" or parser.per_token != 1:
         raise ValueError("the character lexicon is for `tokens` parsing with one element per token (sort_spaced)")
     lexicon = char_lexicon(tokenizer, n)
-    stash: dict = {}
 
-    def parse(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None):
+    def parse(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor):
         hidden = self.norm(hidden).float()  # (B, T, H)
         b = hidden.shape[0]
         z = last_token_states(hidden, attention_mask)  # (B, H)
@@ -45,17 +44,10 @@ def install_char_lexicon(model, tokenizer) -> None:
         gates = self.gates(hidden)[..., 0].sigmoid()  # (B, T): the learned gate of each token's element
         if attention_mask is not None:
             gates = gates * attention_mask.to(gates.dtype)
-        codes = lexicon.to(hidden.device)[stash["input_ids"]]  # (B, T): the character each token spells, or -1
+        codes = lexicon.to(hidden.device)[input_ids]  # (B, T): the character each token spells, or -1
         spelled = F.one_hot(codes.clamp(min=0), n).float()  # (B, T, n)
         values = torch.where(codes[..., None] >= 0, spelled, torch.full_like(spelled, 1 / n))  # (B, T, n)
         cells = compact_elements(gates, values, self.num_cells)  # (B, C, n)
         return ParsedQuestion(cells, registers, self.select(z).softmax(-1))
 
-    parser.forward = types.MethodType(parse, parser)
-    forward = model.forward
-
-    def forward_with_ids(*args, input_ids=None, **kwargs):
-        stash["input_ids"] = input_ids  # the parser sees hidden states only; the lexicon needs the token ids
-        return forward(*args, input_ids=input_ids, **kwargs)
-
-    model.forward = forward_with_ids
+    parser.forward = types.MethodType(parse, parser)  # the head passes the token ids the lexicon reads

@@ -39,15 +39,14 @@ def install_numeral_pointer(model, tokenizer) -> None:
     if parser.mode != "slots" or parser.num_cells:
         raise ValueError("the numeral pointer is for `slots` parsing of registers only (arithmetic)")
     lexicon = numeral_lexicon(tokenizer, n)
-    stash: dict = {}
 
-    def parse(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None):
+    def parse(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor):
         hidden = self.norm(hidden).float()  # (B, T, H)
         scores = torch.einsum("sh,bth->bst", self.queries.float(), self.keys(hidden)) / math.sqrt(hidden.shape[-1])
         if attention_mask is not None:
             scores = scores.masked_fill(attention_mask[:, None, :] == 0, torch.finfo(scores.dtype).min)
         attention = scores.softmax(-1)  # (B, S + 1, T)
-        values = lexicon.to(hidden.device)[stash["input_ids"]]  # (B, T): the number each token spells, or -1
+        values = lexicon.to(hidden.device)[input_ids]  # (B, T): the number each token spells, or -1
         spelled = F.one_hot(values.clamp(min=0), n).float()  # (B, T, n)
         per_token = torch.where(values[..., None] >= 0, spelled, torch.full_like(spelled, 1 / n))  # (B, T, n)
         registers = torch.einsum("bst,btn->bsn", attention[:, :-1], per_token)  # (B, Rin, n)
@@ -55,11 +54,4 @@ def install_numeral_pointer(model, tokenizer) -> None:
         cells = registers.new_zeros(registers.shape[0], 0, n)  # (B, 0, n)
         return ParsedQuestion(cells, registers, self.select(read).softmax(-1))
 
-    parser.forward = types.MethodType(parse, parser)
-    forward = model.forward
-
-    def forward_with_ids(*args, input_ids=None, **kwargs):
-        stash["input_ids"] = input_ids  # the parser sees hidden states only; the lexicon needs the token ids
-        return forward(*args, input_ids=input_ids, **kwargs)
-
-    model.forward = forward_with_ids
+    parser.forward = types.MethodType(parse, parser)  # the head passes the token ids the lexicon reads
