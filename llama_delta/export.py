@@ -192,7 +192,12 @@ def _table_cells(row: dict) -> dict:
 def _delta_settings(model: LlamaDeltaForAlgorithmicQA) -> list[tuple[str, object]]:
     config = model.config
     names = [name for name in config.to_dict() if name.startswith("delta_") and name != "delta_programs"]
-    return [(name, getattr(config, name)) for name in sorted(names)]
+    settings = [(name, getattr(config, name)) for name in sorted(names)]
+    # The token table can hold tens of thousands of tokens: the card gives its size, config.json the table.
+    return [
+        (name, f"{len(value)} tokens (in `config.json`)" if name == "delta_token_values" and value else value)
+        for name, value in settings
+    ]
 
 
 def model_card(
