@@ -164,7 +164,8 @@ class TaskSettings:
 
 def numeral_token_values(tokenizer, n: int) -> dict[str, int]:
     """Token id -> value for every value in 0..n-1 that the tokenizer spells as one token (Llama 3: all of them;
-    a digit-by-digit tokenizer: 0..9). What `slots` parsing copies (`delta_token_values`)."""
+    a digit-by-digit tokenizer: 0..9, which `slots` reads as digits of one numeral). What `slots` parsing copies
+    (`delta_token_values`)."""
     table = {}
     for value in range(n):
         ids = tokenizer(str(value), add_special_tokens=False)["input_ids"]

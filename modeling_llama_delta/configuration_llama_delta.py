@@ -36,8 +36,10 @@ class LlamaDeltaConfig(LlamaConfig):
         from the last token).
     delta_elements_per_token (`int`): for `tokens` parsing, how many cell values one token can spell.
     delta_token_values (`dict[str, int | list[int]]`): token id -> the value(s) the token spells, copied instead of
-        classified. `slots`: one value per token (Llama 3 spells 0..999 as single tokens); a slot attending to
-        such a token copies its value (a pointer, exact for a sharp attention). `tokens`: up to
+        classified. `slots`: one value per token, read as decimal numerals (Llama 3 spells 0..999 as single
+        tokens; adjacent value tokens form one number, so a digit-by-digit tokenizer's "1", "2", "5" is 125); a
+        slot attending to a numeral's last token copies its value (a pointer, exact for a sharp attention).
+        `tokens`: up to
         `delta_elements_per_token` values per token (the characters of "abc" are [97, 98, 99]); the token's
         elements take those values and only their gates are learned. Tokens not listed fall back to the
         learned classifier.

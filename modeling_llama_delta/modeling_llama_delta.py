@@ -130,7 +130,8 @@ class DeltaParser(nn.Module):
             values = torch.einsum("bsh,shn->bsn", read[:, :-1], self.values.float()) + self.values_bias.float()
             values = values.softmax(-1)  # (B, S, n)
             if self.copies_tokens:
-                values = copy_token_values(attention[:, :-1], self.token_values[input_ids, 0], values)
+                numerals = numeral_values(self.token_values[input_ids, 0], self.n)  # (B, T)
+                values = copy_token_values(attention[:, :-1], numerals, values)
             cells, registers = values.split([self.num_cells, self.num_registers], dim=1)
             selection = self.select(read[:, -1]).softmax(-1)  # (B, P)
             return ParsedQuestion(cells, registers, selection)  # (B, C, n), (B, Rin, n), (B, P)
@@ -162,6 +163,29 @@ def token_value_table(config: LlamaDeltaConfig) -> Tensor:
         values = spelled if isinstance(spelled, list) else [spelled]
         rows[int(token)][: len(values)] = values
     return torch.tensor(rows, dtype=torch.long, device="cpu")  # on the CPU even under a meta-device context
+
+
+def numeral_values(token_values: Tensor, n: int) -> Tensor:
+    """The number each token ends, for `slots` copying: adjacent value tokens read as one decimal numeral (a
+    digit-by-digit tokenizer's "1", "2", "5" is 125; Llama 3's "123", "4" is 1234), carried by the numeral's last
+    token only; the other tokens, and numerals of n or more, spell none (-1).
+
+    token_values (B, T) (each token's own value, -1 where it spells none) -> (B, T).
+    """
+    digits = torch.ones_like(token_values)
+    power = 10
+    while power < n:  # a value below n has at most len(str(n - 1)) digits
+        digits += (token_values >= power).long()
+        power *= 10
+    numerals, running = torch.full_like(token_values, -1), torch.full_like(token_values[:, 0], -1)  # (B, T), (B,)
+    for t in range(token_values.shape[1]):  # questions are short: a loop over positions, O(T) small ops
+        value = token_values[:, t]
+        extended = (running * 10 ** digits[:, t] + value).clamp_max(n)  # n: the numeral is out of range
+        running = torch.where(value < 0, -1, torch.where(running >= 0, extended, value))
+        numerals[:, t] = running
+    ends = torch.ones_like(token_values, dtype=torch.bool)
+    ends[:, :-1] = token_values[:, 1:] < 0  # the next token spells no value: the numeral ends here
+    return torch.where(ends & (numerals < n), numerals, -1)
 
 
 def copy_token_values(attention: Tensor, token_values: Tensor, classified: Tensor) -> Tensor:

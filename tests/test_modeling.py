@@ -3,6 +3,7 @@ frozen library ROM and its checks, save/load, ALU swaps, `solve`, and exactness 
 
 import math
 import random
+import re
 import tempfile
 import unittest
 
@@ -478,6 +479,21 @@ def test_slots_copy_the_value_of_the_attended_token():
     assert torch.equal(values[0, 2], classified[0, 2])  # on a word: the slot's own classifier
     assert torch.isclose(values[0, 3, 7], torch.tensor(0.5 + 0.5 / 16))
     assert torch.allclose(values.sum(-1), torch.ones(1, 4))
+
+
+def test_slots_read_adjacent_value_tokens_as_one_numeral():
+    from modeling_llama_delta.modeling_llama_delta import numeral_values
+
+    # "Add 1 2 5 and 9 7 ." digit by digit, then "12" "3" (Llama 3 style chunks), then 2 0 0 (>= n = 128)
+    token_values = torch.tensor([[-1, 1, 2, 5, -1, 9, 7, -1, 12, 3, -1, 2, 0, 0]])
+    expected = torch.tensor([[-1, -1, -1, 125, -1, -1, 97, -1, -1, 123, -1, -1, -1, -1]])
+    assert torch.equal(numeral_values(token_values, 128), expected)
+    assert torch.equal(numeral_values(torch.tensor([[0, -1, 7]]), 16), torch.tensor([[0, -1, 7]]))
+    random = torch.randint(-1, 10, (64, 12))  # digits and words; against Python's reading of the digit runs
+    for row, read in zip(random.tolist(), numeral_values(random, 1000).tolist(), strict=True):
+        text = "".join(str(v) if v >= 0 else " " for v in row)
+        ends = {m.end() - 1: int(m.group()) for m in re.finditer(r"\d+", text)}
+        assert read == [ends[t] if t in ends and ends[t] < 1000 else -1 for t in range(len(row))]
 
 
 def test_token_values_are_validated():
