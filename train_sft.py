@@ -265,7 +265,8 @@ def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, t
         set_delta_max_steps(trainer.model, settings.max_steps[name])
         trainer.compute_metrics = make_compute_metrics(breakdowns_from(split))
         metrics = trainer.evaluate(split, metric_key_prefix=name)
-        results[name] = {key[len(name) + 1 :]: value for key, value in metrics.items()}
+        prefix = f"{name}_"  # the Trainer adds an unprefixed `epoch`: not a result of the split
+        results[name] = {key.removeprefix(prefix): value for key, value in metrics.items() if key.startswith(prefix)}
     final = trainer.model.merge_and_unload() if args.use_peft else trainer.model
     set_delta_max_steps(final, final.config.delta_max_steps)  # what `solve` needs for the longest held-out input
     details = {"delta": settings.describe(), "delta_steps_in_training": train_steps, **train_summary(train_output)}

@@ -11,7 +11,8 @@ cross-entropy on the answer. Adam on random training pairs; exact accuracy (arg-
 - `fig3` (paper Figure 3): one ALU op (`add` mod n) with the `table`, `circuit` and `structured` ALU backends;
   learning curves (held-out accuracy vs step) for several seeds, plotted.
 
-Outputs in --out: `<study>.json` (config, per-run results and curves), `<study>.md` (table), `<study>.png` (curves).
+Outputs in --out: `<study>.json` (config, per-run results and curves), `<study>.md` (table), `<study>.png` (curves);
+table1's study name carries the program (`table1_fib_linear`).
 Run with one thread on a shared machine:
 
     # measured (results/minimal_network): the routing layers random, the layer after Δ the identity, depth given
@@ -72,9 +73,9 @@ class RunResult:
 
 def answers(program: str, x0: Tensor, x1: Tensor, depth: int, n: int) -> Tensor:
     """Reference answers: x_{depth+1} of x_{i+1} = x_i + x_{i-1} mod n for fib, else x0 + x1 mod n."""
-    if program not in ("fib", "fib_recursive"):
+    if program not in ("fib", "fib_recursive", "fib_linear"):
         if program != "add":
-            raise ValueError(f"program = {program!r} is not supported; one of fib, fib_recursive, add")
+            raise ValueError(f"program = {program!r} is not supported; one of fib, fib_recursive, fib_linear, add")
         return (x0 + x1) % n
     older, newer = x0, x1
     for _ in range(depth):
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
                     config.depth_input, config.after_init = args.depth_input, args.after_init
                     results.append(train(config))
                     _log(results[-1])
-        save(args.study, results, table1_markdown(results), args.out, ("n", "depth"))
+        save(f"table1_{program}", results, table1_markdown(results), args.out, ("n", "depth"))
     else:
         program = args.program or "add"
         for n in args.n or [16]:

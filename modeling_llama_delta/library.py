@@ -87,6 +87,48 @@ base:
     ret
 """
 
+FIB_LINEAR = """\
+;; fib_linear: the same x_{depth+1} as fib, reading each input once: x_{d+1} = F(d)*x0 + F(d+1)*x1 mod n,
+;; the Fibonacci coefficients F(d+1), F(d) by fib_recursive's recursion run on (0, 1) instead of (x0, x1).
+;; Why a second Fibonacci: Δ's soft run treats every read of a register as an independent draw (mean field), so
+;; fib_recursive, which adds x0 into the answer F(d) times, turns an uncertain x0 into a sum of F(d) independent
+;; copies whose gradient fades with each copy; here x0 and x1 are read once each, and on exact depth and
+;; independent inputs Δ's soft answer is the answer's exact distribution (experiments/README.md, "Fibonacci").
+;; In: r0 = x0, r1 = x1, r2 = depth >= 0, sp = stack base (0 at start).  Out: r0 = x_{depth+1}.
+;; Memory: the stack m[sp .. sp+depth] (sp starts at 0: memory_size >= depth + 1); sp is restored on return.
+;; Clobbers r1..r5.  Steps: 10*depth + 19 (7 before the recursion, 10*depth + 5 in it, 6 after, the halt).
+.func fib_linear
+    write sp, ra            ; push the return address (the recursion's calls overwrite ra)
+    inc sp, sp
+    mov r4, r0              ; r4 := x0
+    mov r5, r1              ; r5 := x1
+    const r0, 0
+    const r1, 1
+    call coefficients       ; r0, r1 := F(depth+1), F(depth)
+    mul r4, r4, r1          ; F(depth) * x0
+    mul r5, r5, r0          ; F(depth+1) * x1
+    add r0, r4, r5
+    dec sp, sp              ; pop the return address
+    read ra, sp
+    ret
+coefficients:               ; fib_recursive's body: (r0, r1) := (x_{r2+1}, x_{r2}) of the sequence from (r0, r1)
+    jez r2, base
+    write sp, ra
+    inc sp, sp
+    dec r2, r2
+    call coefficients
+    add r0, r0, r1
+    sub r1, r0, r1
+    dec sp, sp
+    read ra, sp
+    ret
+base:
+    mov r3, r0
+    mov r0, r1
+    mov r1, r3
+    ret
+"""
+
 STRLEN = """\
 ;; strlen: length of the zero-terminated string at m[0].
 ;; In: the string (characters 1..n-1), length L <= min(memory_size - 1, n - 1).  Out: r0 = L.
@@ -248,6 +290,7 @@ LIBRARY: dict[str, str] = {
     **{op: _binary_source(op) for op in BINARY_PROGRAMS},
     "fib": FIB,
     "fib_recursive": FIB_RECURSIVE,
+    "fib_linear": FIB_LINEAR,
     "strlen": STRLEN,
     "count": COUNT,
     "reverse": REVERSE,
@@ -263,6 +306,7 @@ _SIZES: dict[str, tuple[str, Callable[[int], int], Callable[[int], int]]] = {
     **{op: ("unused", lambda s: 1, lambda s: 3) for op in BINARY_PROGRAMS},
     "fib": ("depth", lambda d: 1, lambda d: 3 * d + 3 + (d % 2 == 0)),
     "fib_recursive": ("depth", lambda d: max(1, d), lambda d: 10 * d + 6),
+    "fib_linear": ("depth", lambda d: d + 1, lambda d: 10 * d + 19),
     "strlen": ("string length", lambda s: s + 1, lambda s: 3 * s + 6),
     "count": ("string length", lambda s: s + 1, lambda s: 5 * s + 10),
     "reverse": ("string length", lambda s: s + 1, lambda s: 3 * s + 10 + 8 * ((s + 1) // 2)),

@@ -8,6 +8,8 @@ documented bounds, and the bounds against inputs that meet them.
 import random
 
 import pytest
+import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,11 +25,13 @@ from modeling_llama_delta.library import (
     size_meaning,
     step_bound,
 )
+from modeling_llama_delta.machine import DeltaMachine
 from modeling_llama_delta.reference import ReferenceResult, binary_op, run_reference
 
 N = 128
 PROGRAMS = {n: assemble_library(n=n) for n in (128, 256)} | {20: assemble_library(["add_digits"], n=20)}
 SP = 6  # sp register index with 8 registers
+STACKED = ("fib_recursive", "fib_linear")  # programs that keep a stack from sp
 
 
 def run(
@@ -35,19 +39,20 @@ def run(
 ) -> ReferenceResult:
     """Run `name` with `inputs` in r0.. and junk in the other scratch registers; memory past `memory` is junk.
 
-    sp gets junk too unless the program is fib_recursive (its stack base); checks halting within the bound.
+    sp gets junk too unless the program keeps a stack from it (the recursive Fibonaccis); checks halting within the
+    bound.
     """
     memory_size = memory_size or max(memory_needed(name, size), len(memory))
     junk_memory = [rng.randrange(n) for _ in range(memory_size - len(memory))]
     registers = inputs + [rng.randrange(n) for _ in range(6 - len(inputs))]
-    registers.append(0 if name == "fib_recursive" else rng.randrange(n))
+    registers.append(0 if name in STACKED else rng.randrange(n))
     result = run_reference(
         PROGRAMS[n][name], memory_size, memory + junk_memory, registers, max_steps=step_bound(name, size) + 1
     )
     assert result.halted, f"{name} did not halt within {step_bound(name, size)} steps"
     assert result.steps <= step_bound(name, size)
     assert result.registers[SP] == registers[SP], f"{name} moved sp"
-    if name not in ("add_digits", "fib_recursive"):  # their output / stack lies past the input
+    if name not in ("add_digits", *STACKED):  # their output / stack lies past the input
         assert result.memory[len(memory) :] == junk_memory, f"{name} wrote past its input"
     return result
 
@@ -121,7 +126,7 @@ def fibonacci(x0: int, x1: int, depth: int, n: int) -> int:
     return x1
 
 
-@pytest.mark.parametrize("name", ["fib", "fib_recursive"])
+@pytest.mark.parametrize("name", ["fib", "fib_recursive", "fib_linear"])
 def test_fibonacci_every_depth(name):
     rng = random.Random(1)
     for depth in range(N):
@@ -131,21 +136,20 @@ def test_fibonacci_every_depth(name):
             assert result.steps == step_bound(name, depth)
 
 
-def test_fib_recursive_stack_from_any_base():
+@pytest.mark.parametrize("name", STACKED)
+def test_recursive_fibonacci_stack_from_any_base(name):
     """The stack grows from sp, leaves the memory below it alone, and sp comes back."""
     rng = random.Random(2)
     for depth in range(0, 20):
-        base = rng.randrange(N - depth)
+        base = rng.randrange(N - depth - 1)
         below = [rng.randrange(N) for _ in range(base)]
         registers = [3, 4, depth, 0, 0, 0, base]
-        result = run_reference(
-            PROGRAMS[N]["fib_recursive"], N, below, registers, max_steps=step_bound("fib_recursive", depth)
-        )
+        result = run_reference(PROGRAMS[N][name], N, below, registers, max_steps=step_bound(name, depth))
         assert result.halted and result.registers[0] == fibonacci(3, 4, depth, N)
         assert result.registers[SP] == base and result.memory[:base] == below
-        # The deepest frame saved the caller's return address: the first frame holds the halt line.
-        if depth:
-            assert result.memory[base] == PROGRAMS[N]["fib_recursive"].halt_line
+        # The first frame saved the caller's return address: the halt line.
+        if depth or name == "fib_linear":
+            assert result.memory[base] == PROGRAMS[N][name].halt_line
 
 
 def test_strlen_count_reverse_sort():
@@ -227,7 +231,7 @@ def random_case(name: str, size: int, n: int, rng: random.Random):
     if name in BINARY_PROGRAMS:
         x, y = rng.randrange(n), rng.randrange(n)
         return [], [x, y], lambda r: r.registers[0] == binary_op(name, x, y, n)
-    if name in ("fib", "fib_recursive"):
+    if name in ("fib", *STACKED):
         x0, x1 = rng.randrange(n), rng.randrange(n)
         return [], [x0, x1, size], lambda r: r.registers[0] == fibonacci(x0, x1, size, n)
     if name in ("sum", "parity"):
@@ -261,3 +265,46 @@ def test_minimum_machine_is_enough(name):
             assert result.halted and expected(result), (name, size, machine, memory, inputs)
     with pytest.raises(ValueError, match="num_registers"):
         assemble_library([name], num_registers=min_registers(name) - 1)
+
+
+@pytest.mark.parametrize("alu", ["structured", "circuit"])
+@pytest.mark.parametrize("name", PROGRAM_NAMES)
+def test_delta_runs_every_library_program_exactly(name, alu):
+    """Δ on one-hot inputs: the reference interpreter's final state, and the program's answer, on random inputs."""
+    n, size = 32, 6
+    rng = random.Random(f"{name}-{alu}")
+    memory_size = memory_needed(name, size)
+    cases = [random_case(name, rng.choice([0, 1, size]), n, rng) for _ in range(6)]
+    program = assemble_library([name], n=n)[name]
+    machine = DeltaMachine(n, 8, memory_size, alu=alu, programs=[program])
+    memories, registers = [c[0] for c in cases], [c[1] for c in cases]
+    out = machine(machine.initial_state(memories, registers), max_steps=step_bound(name, size))
+    values = out.program_states.values()
+    for b, (memory, inputs, expected) in enumerate(cases):
+        ref = run_reference(program, memory_size, memory, inputs, max_steps=step_bound(name, size))
+        assert ref.halted and expected(ref), (name, memory, inputs)
+        assert values["memory"][b, 0].tolist() == ref.memory and values["registers"][b, 0].tolist() == ref.registers
+    assert float(out.program_states.confidence().min()) >= 0.999 and bool(out.program_states.halted.min() == 1)
+
+
+def test_fib_linear_soft_answer_is_the_exact_distribution():
+    """On uncertain, independent x0 and x1 (exact depth), Δ's mean-field run of fib_linear gives the answer's exact
+    distribution; fib_recursive, which reads x0 and x1 many times, gives a wider one (its copies count as independent).
+    Why fib_linear trains at every depth in the minimal network (experiments/README.md, "Fibonacci")."""
+    n, depth = 32, 4  # fib_linear is 27 lines: n >= 28 ROM lines
+    torch.manual_seed(0)
+    inputs = torch.distributions.Dirichlet(torch.full((n,), 0.3)).sample((2, 2))  # (B=2, x0/x1, n)
+    x0, x1 = inputs.unbind(1)  # (B, n) each
+    registers = torch.cat([inputs, F.one_hot(torch.full((2, 1), depth), n).float()], dim=1)  # (B, 3, n)
+    values = torch.arange(n)
+    a, b = fibonacci(0, 1, depth - 1, n), fibonacci(0, 1, depth, n)  # x_{d+1} = F(d)·x0 + F(d+1)·x1
+    answer = (a * values[:, None] + b * values[None, :]) % n  # (n, n): the answer for (x0, x1)
+    joint = x0[:, :, None] * x1[:, None, :]  # (B, n, n)
+    exact = torch.zeros(2, n).index_add_(1, answer.flatten(), joint.flatten(1))  # (B, n)
+    soft = {}
+    for name in STACKED:
+        machine = DeltaMachine(n, 8, memory_needed(name, depth), programs={name: LIBRARY[name]})
+        run = machine(machine.start_state(registers=registers), max_steps=step_bound(name, depth))
+        soft[name] = run.state.registers[:, 0]  # (B, n)
+    assert torch.allclose(soft["fib_linear"], exact, atol=1e-5)
+    assert (soft["fib_recursive"] - exact).abs().max() > 0.05

@@ -58,6 +58,7 @@ def check_results(report: dict, out_dir: Path, splits: set[str]) -> None:
         scores = {key: value for key, value in metrics.items() if key.startswith(("exact_match", "element_accuracy"))}
         assert scores and all(0.0 <= value <= 1.0 for value in scores.values()), (split, scores)
         assert metrics["num_examples"] == saved["splits"][split]
+        assert all(key and not key.startswith(split) for key in metrics), sorted(metrics)  # no prefix, no epoch
     assert saved["command"].startswith("python train_sft.py --task") and saved["seed"] == 0
     assert report["results"] == saved["results"]
 
