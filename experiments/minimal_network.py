@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -175,6 +176,21 @@ def train(config: RunConfig) -> RunResult:
     return RunResult(config, curve[0][1], curve[-1][1], time.perf_counter() - start, curve)
 
 
+def _train_one_thread(config: RunConfig) -> RunResult:
+    torch.set_num_threads(1)  # one run per core: small ops gain nothing from a second thread
+    result = train(config)
+    _log(result)
+    return result
+
+
+def run_all(configs: list[RunConfig], jobs: int) -> list[RunResult]:
+    """Every run, `jobs` at a time in worker processes (results in the order of `configs`)."""
+    if jobs <= 1:
+        return [_train_one_thread(config) for config in configs]
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        return pool.map(_train_one_thread, configs, chunksize=1)
+
+
 def _log(result: RunResult) -> None:
     c = result.config
     print(
@@ -258,6 +274,7 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
     parser.add_argument(
         "--depth_input", choices=["learned", "given"], default="learned", help="table1: r2 through a layer or exact"
     )
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each (at most the cores)")
     parser.add_argument("--quick", action="store_true", help="seconds: n = 16, depths 1-2, seed 0, 40 steps")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -265,7 +282,7 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
         args.n, args.depths, args.seeds, args.steps, args.eval_every = [16], [1, 2], [0], 40, 10
         args.out = args.out / "quick"
 
-    results = []
+    configs = []
     if args.study == "table1":
         program = args.program or "fib_recursive"
         for n in args.n or [128]:
@@ -274,9 +291,7 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
                     config = RunConfig(program, n, depth, "structured", seed, args.steps or 300, args.batch_size)
                     config.lr, config.eval_every = args.lr or 3e-2, args.eval_every
                     config.depth_input, config.after_init = args.depth_input, args.after_init
-                    results.append(train(config))
-                    _log(results[-1])
-        save(f"table1_{program}", results, table1_markdown(results), args.out, ("n", "depth"))
+                    configs.append(config)
     else:
         program = args.program or "add"
         for n in args.n or [16]:
@@ -285,8 +300,11 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
                     config = RunConfig(program, n, 0, alu, seed, args.steps or 200, args.batch_size)
                     config.lr, config.eval_every = args.lr or 1e-2, args.eval_every
                     config.after_init = args.after_init
-                    results.append(train(config))
-                    _log(results[-1])
+                    configs.append(config)
+    results = run_all(configs, args.jobs)
+    if args.study == "table1":
+        save(f"table1_{program}", results, table1_markdown(results), args.out, ("n", "depth"))
+    else:
         save(args.study, results, fig3_markdown(results), args.out, ("alu", "n"))
     return results
 
