@@ -57,6 +57,7 @@ class RunConfig:
     steps: int = 300
     batch_size: int = 64
     lr: float = 3e-2
+    adam_eps: float = 1e-8  # 1e-16: see --adam_eps
     test_pairs: int = 512
     eval_every: int = 25
     after_init: str = "random"  # "identity": the layer after Δ starts as 10·I (passes Δ's answer through)
@@ -162,7 +163,7 @@ def train(config: RunConfig) -> RunResult:
             model.after.bias.zero_()
     elif config.after_init != "random":
         raise ValueError(f"after_init = {config.after_init!r}; one of random, identity")
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps)
     curve = [(0, accuracy(model, test_inputs, test_targets))]
     for step in range(1, config.steps + 1):
         batch = train_pairs[torch.randint(len(train_pairs), (config.batch_size,), generator=generator)]  # (B, 2)
@@ -195,7 +196,7 @@ def _log(result: RunResult) -> None:
     c = result.config
     print(
         f"{c.program} n={c.n} depth={c.depth} ({c.depth_input}, after {c.after_init}) alu={c.alu} seed={c.seed} "
-        f"lr={c.lr} steps={c.steps}: "
+        f"lr={c.lr} eps={c.adam_eps:g} steps={c.steps}: "
         f"{result.start_accuracy:.1%} -> {result.accuracy:.1%} ({result.wall_s:.0f} s)",
         flush=True,
     )
@@ -270,6 +271,13 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (table1: 3e-2; fig3: 1e-2)")
     parser.add_argument("--eval_every", type=int, default=25)
+    parser.add_argument(
+        "--adam_eps",
+        type=float,
+        default=1e-8,
+        help="Adam's epsilon; 1e-16 lets a routing row stuck on a rival solution (its softmax saturated, gradients "
+        "below 1e-8) climb out",
+    )
     parser.add_argument("--after_init", choices=["random", "identity"], default="random", help="layer after Δ")
     parser.add_argument(
         "--depth_input", choices=["learned", "given"], default="learned", help="table1: r2 through a layer or exact"
@@ -289,7 +297,7 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
             for seed in args.seeds:
                 for depth in args.depths:
                     config = RunConfig(program, n, depth, "structured", seed, args.steps or 300, args.batch_size)
-                    config.lr, config.eval_every = args.lr or 3e-2, args.eval_every
+                    config.lr, config.eval_every, config.adam_eps = args.lr or 3e-2, args.eval_every, args.adam_eps
                     config.depth_input, config.after_init = args.depth_input, args.after_init
                     configs.append(config)
     else:
@@ -298,7 +306,7 @@ def main(argv: list[str] | None = None) -> list[RunResult]:
             for alu in args.alus:
                 for seed in args.seeds:
                     config = RunConfig(program, n, 0, alu, seed, args.steps or 200, args.batch_size)
-                    config.lr, config.eval_every = args.lr or 1e-2, args.eval_every
+                    config.lr, config.eval_every, config.adam_eps = args.lr or 1e-2, args.eval_every, args.adam_eps
                     config.after_init = args.after_init
                     configs.append(config)
     results = run_all(configs, args.jobs)
