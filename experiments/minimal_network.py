@@ -6,16 +6,23 @@ answers (random init: at step 0 the registers are near uniform). Δ runs its one
 convention: r0 = x0, r1 = x1, r2 = depth, answer in r0); one linear layer maps P(r0) to answer logits;
 cross-entropy on the answer. Adam on random training pairs; exact accuracy (arg-max) on held-out (x0, x1) pairs.
 
-- `table1` (paper Table 1): Fibonacci (`fib_recursive`, recursion through a stack in memory), ONE MODEL PER DEPTH
-  (the paper reports one accuracy per depth), several seeds and word sizes.
+- `table1` (paper Table 1): Fibonacci (`--program fib_recursive`, recursion through a stack in memory; `fib`,
+  iterative; `fib_linear`, reading x0 and x1 once), ONE MODEL PER DEPTH (the paper reports one accuracy per depth),
+  several seeds and word sizes.
 - `fig3` (paper Figure 3): one ALU op (`add` mod n) with the `table`, `circuit` and `structured` ALU backends;
   learning curves (held-out accuracy vs step) for several seeds, plotted.
 
 Outputs in --out: `<study>.json` (config, per-run results and curves), `<study>.md` (table), `<study>.png` (curves);
 table1's study name carries the program (`table1_fib_linear`).
-Run with one thread on a shared machine:
+Each run takes one thread (`--jobs` runs run side by side):
 
     # measured (results/minimal_network): the routing layers random, the layer after Δ the identity, depth given
+    python experiments/minimal_network.py table1 --program fib_linear --n 128 --depths 1 2 3 4 5 6 8 12 \
+        --seeds 0 1 2 --steps 300 --lr 1e-1 --adam_eps 1e-16 --after_init identity --depth_input given \
+        --eval_every 50 --jobs 2
+    python experiments/minimal_network.py table1 --program fib_linear --n 256 --depths 1 2 3 4 5 6 --seeds 0 \
+        --steps 300 --lr 1e-1 --adam_eps 1e-16 --after_init identity --depth_input given --eval_every 50 \
+        --out experiments/results/minimal_network/base256
     OMP_NUM_THREADS=1 python experiments/minimal_network.py table1 --program fib --n 128 --depths 1 2 3 4 5 6 \
         --seeds 0 1 --steps 250 --lr 1e-1 --after_init identity --depth_input given --eval_every 50
     OMP_NUM_THREADS=1 python experiments/minimal_network.py fig3 --n 16 --alus table circuit structured \
