@@ -62,6 +62,12 @@ MIXED = 6
 # P(write) and P(halt): `coefficients = op @ mixing` gives all of them at once.
 _P_REGISTER, _P_WRITE, _P_HALT = MIXED * SOURCES, MIXED * SOURCES + 1, MIXED * SOURCES + 2
 COEFFICIENTS = MIXED * SOURCES + 3
+# The backward saturates the state's gradient at finfo.max / GRADIENT_HEADROOM (3.4e30 in float32). Gradients with
+# respect to the counter can double every step (what the rest of the run would do from a line it is not on), and a
+# program whose control flow does not depend on trainable inputs multiplies them by exact zeros: past ~128 steps
+# float32 overflows to inf and inf * 0 poisons every gradient with NaN. Saturating leaves 1e8 of range for one step's
+# sums and changes nothing a gradient below the limit carries (float64: 1.8e300).
+GRADIENT_HEADROOM = 1e8
 
 
 def _coefficient(row: int, source: int) -> int:
@@ -280,6 +286,9 @@ class _StepUpdate(torch.autograd.Function):
         k = ctx.constants
         r, m, ops = k.num_registers, k.memory_size, k.mixing.shape[0]
         pb, _, n = state.shape
+        limit = torch.finfo(g_state.dtype).max / GRADIENT_HEADROOM
+        g_state.clamp_(-limit, limit)  # fresh and ours (see below): saturated in place
+        g_halted = g_halted.clamp(-limit, limit)
         dest, a = fields[:, ops + 2 * r : ops + 3 * r], sources[:, _A]  # (PB, R), (PB, n)
         p_register, p_write = coefficients[:, _P_REGISTER, None], coefficients[:, _P_WRITE, None]  # (PB, 1)
         # new_state = state * keep + gains @ values, gain = [dest | address | 1], values = [written, counter, b]

@@ -4,10 +4,12 @@ Random programs are generated as assembly text (every opcode, labels, loops, cal
 every literal form); on one-hot inputs Δ must reproduce `run_reference` exactly for every ALU backend.
 """
 
+import math
 import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from modeling_llama_delta.alu import ALU_BACKENDS
 from modeling_llama_delta.assembler import OPCODES, OPERAND_KINDS, assemble
@@ -439,3 +441,31 @@ def test_machine_checks_its_arguments():
     machine.set_programs({"two": "const r0, 2"})
     with pytest.raises(ValueError, match="does not fit"):
         machine(DeltaState(torch.zeros(1, 3, 8), torch.zeros(1, 4, 8), torch.zeros(1, 8), torch.zeros(1)))
+
+
+def test_gradients_stay_finite_and_exact_past_float32_range(monkeypatch):
+    """fib_linear at depth 12 (139 steps): the counter's gradient doubles every step (2^139 > float32's 3.4e38) and
+    meets exact zeros, because the control flow does not depend on x0 and x1. Saturated, float32 gives float64's
+    gradient; without the saturation it is NaN."""
+    from modeling_llama_delta import machine as machine_module
+    from modeling_llama_delta.library import LIBRARY, memory_needed, step_bound
+
+    n, depth = 32, 12
+    torch.manual_seed(0)
+    logits64 = torch.randn(2, 2, n, dtype=torch.float64)
+    direction = torch.randn_like(logits64)
+
+    def directional_gradient(dtype):
+        logits = logits64.to(dtype).clone().requires_grad_()
+        registers = torch.cat([logits.softmax(-1), F.one_hot(torch.full((2, 1), depth), n).to(dtype)], dim=1)
+        machine = DeltaMachine(n, 8, memory_needed("fib_linear", depth), programs={"fib_linear": LIBRARY["fib_linear"]})
+        machine = machine.to(dtype)
+        run = machine(machine.start_state(registers=registers), max_steps=step_bound("fib_linear", depth))
+        run.state.registers[:, 0, 3].log().sum().backward()
+        return float((logits.grad.double() * direction).sum())
+
+    exact = directional_gradient(torch.float64)
+    assert math.isfinite(exact) and abs(exact) > 1e-3
+    assert directional_gradient(torch.float32) == pytest.approx(exact, rel=1e-4)
+    monkeypatch.setattr(machine_module, "GRADIENT_HEADROOM", 1.0)  # the limit becomes finfo.max: no saturation
+    assert math.isnan(directional_gradient(torch.float32))
