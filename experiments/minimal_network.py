@@ -21,7 +21,7 @@ Each run takes one thread (`--jobs` runs run side by side):
         --seeds 0 1 2 --steps 300 --lr 1e-1 --adam_eps 1e-16 --after_init identity --depth_input given \
         --eval_every 50 --jobs 2
     python experiments/minimal_network.py table1 --program fib_linear --n 256 --depths 1 3 6 --seeds 0 \
-        --steps 300 --lr 1e-1 --adam_eps 1e-16 --after_init identity --depth_input given --eval_every 50 \
+        --steps 450 --jobs 2 --lr 1e-1 --adam_eps 1e-16 --after_init identity --depth_input given --eval_every 50 \
         --out experiments/results/minimal_network/base256
     OMP_NUM_THREADS=1 python experiments/minimal_network.py table1 --program fib --n 128 --depths 1 2 3 4 5 6 \
         --seeds 0 1 --steps 250 --lr 1e-1 --after_init identity --depth_input given --eval_every 50
