@@ -10,6 +10,13 @@ TINY_LLAMA = dict(
     num_key_value_heads=2,
     max_position_embeddings=64,
 )
+# `slots` parsing that copies numerals: tokens 10..25 spell 0..15 (n = 16).
+COPYING_SLOTS = dict(
+    delta_word_size=16,
+    delta_memory_size=8,
+    delta_parse_mode="slots",
+    delta_token_values={str(token): token - 10 for token in range(10, 26)},
+)
 
 # The flat remote-code files `save_pretrained` ships: the closure of the model's relative imports.
 REMOTE_CODE_FILES = {

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REMOTE_CODE_FILES, TINY_LLAMA
+from conftest import COPYING_SLOTS, REMOTE_CODE_FILES, TINY_LLAMA
 from huggingface_hub import HfApi, ModelCard, upload_file
 from safetensors import safe_open
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
@@ -208,14 +208,7 @@ def test_push_and_load_by_repo_id_in_a_fresh_process(model, exported, tmp_path):
 
 
 def test_card_gives_the_token_table_as_its_size(tmp_path):
-    config = LlamaDeltaConfig(
-        **TINY_LLAMA,
-        delta_word_size=16,
-        delta_memory_size=8,
-        delta_max_steps=8,
-        delta_parse_mode="slots",
-        delta_token_values={str(token): token - 10 for token in range(10, 26)},
-    )
+    config = LlamaDeltaConfig(**TINY_LLAMA, **COPYING_SLOTS, delta_max_steps=8)
     folder = export_for_hub(LlamaDeltaForAlgorithmicQA(config).eval(), char_tokenizer(), tmp_path / "copying")
     text = (folder / "README.md").read_text()
     assert "| `delta_token_values` | 16 tokens (in `config.json`) |" in text and "'10': 0" not in text

@@ -10,7 +10,7 @@ import unittest
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_LLAMA
+from conftest import COPYING_SLOTS, TINY_LLAMA
 from safetensors.torch import load_file, save_file
 
 from modeling_llama_delta import LIBRARY, LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA, assemble, run_reference
@@ -522,14 +522,7 @@ def test_token_values_are_validated():
 
 
 def test_copying_slots_train_and_survive_save_and_load(tmp_path):
-    config = LlamaDeltaConfig(
-        **TINY_LLAMA,
-        delta_word_size=16,
-        delta_memory_size=8,
-        delta_max_steps=4,
-        delta_parse_mode="slots",
-        delta_token_values={str(token): token - 10 for token in range(10, 26)},
-    )
+    config = LlamaDeltaConfig(**TINY_LLAMA, **COPYING_SLOTS, delta_max_steps=4)
     model = LlamaDeltaForAlgorithmicQA(config)
     ids = torch.tensor([[3, 17, 4, 12, 5]])
     out = model(ids, labels=torch.tensor([[9]]))
