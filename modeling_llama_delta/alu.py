@@ -12,8 +12,11 @@ the machine.
   the joint distribution x_i y_j over each op's level sets {(i, j): op(i, j) = k} (for add the circular
   convolution, for sub the correlation) with one fused gather-and-sum over fixed index lists; div sums
   x over the intervals [k·j, (k+1)·j) (n·ln n terms); min/max/eq/lt are O(n) closed forms through
-  cumulative distributions. One custom autograd function, backward by hand (one more gather-and-sum;
-  nothing n²-sized is saved), on cache-sized blocks of operand pairs. `alu(x, y, ops=...)` computes only
+  cumulative distributions. From n = `FOURIER_MIN_N` on, add/sub go through the FFT and mul (n a power
+  of two) through an FFT over the multiplicative structure of Z/2^K: no n² work for them (float
+  rounding on mixtures, ~1e-7 in float32; set exactly from integer arithmetic on one-hot operand pairs).
+  One custom autograd function, backward by hand (one more gather-and-sum; nothing n²-sized is saved),
+  on cache-sized blocks of operand pairs. `alu(x, y, ops=...)` computes only
   the rows of the listed ops (the others are 0): a machine whose frozen ROM never selects mul, say, skips
   its n² work exactly (an op of probability 0 contributes exactly 0; see `DeltaMachine.alu_ops`).
 - `circuit` (circuits.py, n a power of two): logic gates on binary encodings; exact on one-hot inputs
@@ -38,6 +41,11 @@ ORDER_OPS: tuple[str, ...] = ("min", "max", "eq", "lt")
 assert BINARY_OPS == PAIR_OPS + ORDER_OPS, "the structured ALU returns pair ops, then order ops"
 # Pair ops summed over level sets in the forward pass (div sums intervals instead).
 LEVEL_SET_OPS: tuple[str, ...] = ("add", "sub", "mul", "mod")
+# From this word size on, add/sub (any n) and mul (n a power of two) go through the FFT. Their O(n log n) work
+# takes ~20 small ops each way, which cost more than the n² level-set pass at n = 128 (machine step fwd+bwd,
+# B = 32, 1 thread: 2.1 ms level sets vs 2.8 ms FFT) and less from n = 256 on (4.1 vs 3.7 ms; n = 1024: 42 vs
+# 18 ms). `bench/bench_machine.py` measures both.
+FOURIER_MIN_N = 256
 # Block sizes of the structured ALU's n²·B temporaries: forward joint blocks, backward gradient blocks. Inside a
 # machine step (other data between calls) blocks that fit in a core's L2 run fastest: 8 MB was 1.3x slower at n = 256.
 FORWARD_BLOCK_BYTES = 2 * 1024**2
@@ -131,9 +139,13 @@ class _StructuredOps(torch.autograd.Function):
     div: out[k] = sum_j y_j (X[(k+1)·j] - X[k·j]) with X the prefix sums of x, over the ~n·ln(n) pairs
     (j, k) with k·j < n (cheaper, and shorter float sums than div's level sets of up to n²/2 pairs).
     min/max/eq/lt: closed forms through cumulative sums, O(n) both ways.
-    Backward: H[i, j] = sum_op g[op, op(i, j)] over the five pair ops (one more `embedding_bag`, bags of
-    5), dx_i = sum_j H[i, j] y_j, dy_j = sum_i H[i, j] x_i. Only x and y are saved. Both directions
-    work on blocks of rows i so that the n²·B temporaries stay in cache (10x faster at n = 256).
+    Backward: H[i, j] = sum_op g[op, op(i, j)] over the level-set ops and div (one more `embedding_bag`,
+    bags of up to 5), dx_i = sum_j H[i, j] y_j, dy_j = sum_i H[i, j] x_i. Only x and y are saved. Both
+    directions work on blocks of rows i so that the n²·B temporaries stay in cache (10x faster at n = 256).
+    From n = `FOURIER_MIN_N` on (`StructuredALU.fourier_ops`), add/sub are products of spectra
+    (`torch.fft.rfft`) and mul for n = 2^K is `_two_adic_product`, backward by the correlation theorem;
+    their rows are set exactly on examples whose operands are both one-hot (`_set_exact_rows`), and div
+    goes back through its intervals when no level-set pass runs.
     """
 
     @staticmethod
@@ -141,7 +153,17 @@ class _StructuredOps(torch.autograd.Function):
         b, n = x.shape
         xt, yt = x.t().contiguous(), y.t().contiguous()  # (n, B) each
         out = x.new_zeros(b, len(BINARY_OPS), n)  # rows of ops outside `ops` stay 0
-        level_ops = tuple(op for op in LEVEL_SET_OPS if op in ops)
+        fourier_ops = alu.fourier_ops(ops)
+        if "add" in fourier_ops or "sub" in fourier_ops:
+            fx, fy = torch.fft.rfft(x), torch.fft.rfft(y)  # (B, n//2 + 1) each
+            spectra = {"add": fx * fy, "sub": fx * fy.conj()}  # the convolution and correlation theorems
+            cyclic = [op for op in ("add", "sub") if op in fourier_ops]
+            rows = [BINARY_OPS.index(op) for op in cyclic]
+            out[:, rows] = torch.fft.irfft(torch.stack([spectra[op] for op in cyclic], 1), n=n)  # (B, C, n)
+        if "mul" in fourier_ops:
+            out[:, BINARY_OPS.index("mul")] = _two_adic_product(x, y, alu)
+        _set_exact_rows(out, x, y, fourier_ops)
+        level_ops = alu.level_set_ops(ops)
         if level_ops:
             sums = xt.new_zeros(len(level_ops) * n, b)  # (L·n, B): level set sums, op-major
             rows = _block_rows(n, b, x.element_size(), FORWARD_BLOCK_BYTES)
@@ -153,9 +175,8 @@ class _StructuredOps(torch.autograd.Function):
             for index, op in enumerate(level_ops):
                 out[:, BINARY_OPS.index(op)] = sums[index * n : (index + 1) * n].t()  # (n, B) -> (B, n)
         if "div" in ops:
-            prefix = torch.cat([xt.new_zeros(1, b), xt.cumsum(0)])  # (n + 1, B): prefix[m] = sum_{i < m} x_i
-            intervals = prefix.index_select(0, alu.div_end) - prefix.index_select(0, alu.div_start)  # (V, B)
-            terms = intervals * yt.index_select(0, alu.div_j)  # (V, B): P(x in [k·j, (k+1)·j), y = j)
+            # (V, B): P(x in [k·j, (k+1)·j), y = j)
+            terms = _quotient_intervals(xt, alu) * yt.index_select(0, alu.div_j)
             out[:, BINARY_OPS.index("div")] = xt.new_zeros(n, b).index_add_(0, alu.div_k, terms).t()  # (B, n)
         if ORDER_OPS[0] in ops:  # the order ops come as a group (`StructuredALU.forward`)
             out[:, len(PAIR_OPS) :] = _order_ops(x, y)  # (B, 4, n)
@@ -167,7 +188,10 @@ class _StructuredOps(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, y = ctx.saved_tensors  # (B, n) each
         alu, ops, (b, n) = ctx.alu, ctx.ops, x.shape
-        pair_ops = tuple(op for op in PAIR_OPS if op in ops)
+        # The pair ops left to the level-set pass; div joins it when it runs (its n² terms cost nothing extra
+        # there) and otherwise goes back through its intervals.
+        level_ops = alu.level_set_ops(ops)
+        pair_ops = tuple(op for op in PAIR_OPS if op in level_ops or (op == "div" and op in ops and level_ops))
         grad_x, grad_y = torch.zeros_like(x), torch.zeros_like(y)
         if pair_ops:
             pair_values, pair_rows = alu.pair_values_for(pair_ops, x.device)  # (n·n, Q), (Q,)
@@ -184,10 +208,104 @@ class _StructuredOps(torch.autograd.Function):
                 grad_xt[start : start + rows] = h.mul_(yt[None, :, :]).sum(1)  # (rows, B); h is not needed any more
                 del h  # free it before the next block's, so the allocator hands the same memory back
             grad_x, grad_y = grad_xt.t(), grad_yt.t()
+        fourier_ops = alu.fourier_ops(ops)
+        if "add" in fourier_ops or "sub" in fourier_ops:
+            # add: dx = g ⋆ y, dy = g ⋆ x (correlations); sub: dx = g ⊛ y, dy[j] = sum_k x_{j+k} g_k
+            fx, fy = torch.fft.rfft(x), torch.fft.rfft(y)  # (B, n//2 + 1) each
+            g_add, g_sub = (
+                torch.fft.rfft(grad[:, BINARY_OPS.index(op)]) if op in fourier_ops else torch.zeros_like(fx)
+                for op in ("add", "sub")
+            )  # (B, n//2 + 1) each
+            spectra = torch.stack([g_add * fy.conj() + g_sub * fy, g_add * fx.conj() + fx * g_sub.conj()])
+            cyclic_x, cyclic_y = torch.fft.irfft(spectra, n=n).unbind(0)  # (B, n) each
+            grad_x, grad_y = grad_x + cyclic_x, grad_y + cyclic_y
+        if "mul" in fourier_ops:
+            mul_x, mul_y = _two_adic_product_backward(x, y, grad[:, BINARY_OPS.index("mul")], alu)
+            grad_x, grad_y = grad_x + mul_x, grad_y + mul_y
+        if "div" in ops and "div" not in pair_ops:
+            xt, yt = x.t().contiguous(), y.t().contiguous()  # (n, B) each
+            g_terms = grad[:, BINARY_OPS.index("div")].t().index_select(0, alu.div_k)  # (V, B)
+            g_intervals = g_terms * yt.index_select(0, alu.div_j)  # (V, B)
+            div_y = yt.new_zeros(n, b).index_add_(0, alu.div_j, g_terms * _quotient_intervals(xt, alu))  # (n, B)
+            g_prefix = xt.new_zeros(n + 1, b).index_add_(0, alu.div_end, g_intervals)
+            g_prefix.index_add_(0, alu.div_start, g_intervals, alpha=-1)  # (n + 1, B)
+            # prefix[m] = sum_{i < m} x_i, so dx_i = sum_{m > i} g_prefix[m]
+            grad_x, grad_y = grad_x + _suffix_sum(g_prefix[1:].t()), grad_y + div_y.t()
         if ORDER_OPS[0] in ops:
             order_x, order_y = _order_ops_backward(x, y, grad[:, len(PAIR_OPS) :])
             grad_x, grad_y = grad_x + order_x, grad_y + order_y
         return grad_x, grad_y, None, None
+
+
+def _quotient_intervals(xt: Tensor, alu: StructuredALU) -> Tensor:
+    """(n, B) -> (V, B): P(x in [k·j, (k+1)·j)) for every (j, k) of `alu.div_*` (all of x for j = 0)."""
+    prefix = F.pad(xt.cumsum(0), (0, 0, 1, 0))  # (n + 1, B): prefix[m] = sum_{i < m} x_i
+    return prefix.index_select(0, alu.div_end) - prefix.index_select(0, alu.div_start)
+
+
+def _set_exact_rows(out: Tensor, x: Tensor, y: Tensor, ops: tuple[str, ...]) -> None:
+    """Overwrite the rows `ops` (of add, sub, mul) of out (B, 9, n) with the exact one-hot result on examples
+    whose x and y are both exactly one-hot."""
+    if not ops:
+        return
+    one_hot = (x.ne(0).sum(-1) == 1) & (y.ne(0).sum(-1) == 1) & (x.amax(-1) == 1) & (y.amax(-1) == 1)  # (B,)
+    if not bool(one_hot.any()):
+        return
+    examples = one_hot.nonzero().squeeze(1)  # (E,)
+    i, j, n = x[examples].argmax(-1), y[examples].argmax(-1), x.shape[-1]  # (E,) each
+    values = {"add": (i + j) % n, "sub": (i - j) % n, "mul": (i * j) % n}
+    for op in ops:
+        out[examples, BINARY_OPS.index(op)] = F.one_hot(values[op], n).to(out)  # (E, n)
+
+
+# --- mul for n = 2^K by the FFT on the multiplicative structure of Z/2^K
+# A nonzero value i = 2^a · u (u odd) and u ≡ (-1)^t · 5^e (mod 2^(K-a)) (the odd residues are the group
+# Z2 × Z_(2^(K-2)), generated by -1 and 5), so i·j = 2^(a+c) · (-1)^(t+t') · 5^(e+e') (mod 2^K): valuations add
+# and (t, e) add in the group G = Z2 × Z_N, N = 2^max(K-2, 0). Each operand is laid out as (valuation a in 0..K
+# (K: the value 0), t, e) (`two_adic_src`), transformed over G (a sum and a difference over t, `rfft` over e),
+# multiplied, summed over the pairs of valuations (a, c) with a + c = s, and transformed back; the product slot
+# (s, t, e) holds the value `two_adic_value` (0 for s >= K), so an index_add folds the slots into the output.
+# Only frequencies f ≡ 0 (mod 2^s) survive the fold of slot s, so only those (f, a, c) are computed
+# (`two_adic_left/right/product`, ~2 per frequency): O(K·n log n) work instead of n².
+
+
+def _two_adic_spectra(v: Tensor, alu: StructuredALU) -> Tensor:
+    """(R, n) -> (R, 2, (K+1)·F): each row's spectrum over G (±: the sum and difference over t) per valuation."""
+    k, m = alu.two_adic_sizes
+    lifted = F.pad(v, (0, 1)).index_select(1, alu.two_adic_src).view(-1, k + 1, 2, m)  # (R, A, t, N)
+    signs = torch.stack([lifted[:, :, 0] + lifted[:, :, 1], lifted[:, :, 0] - lifted[:, :, 1]], 1)  # (R, ±, A, N)
+    return torch.fft.rfft(signs).flatten(2)  # (R, ±, A·F)
+
+
+def _two_adic_signal(spectra: Tensor, alu: StructuredALU) -> Tensor:
+    """The inverse of `_two_adic_spectra` for any number of valuation slots: (R, 2, S·F) -> (R, S·2·N)."""
+    m = alu.two_adic_sizes[1]
+    z = torch.fft.irfft(spectra.unflatten(-1, (-1, m // 2 + 1)), n=m)  # (R, ±, S, N)
+    return torch.stack([z[:, 0] + z[:, 1], z[:, 0] - z[:, 1]], 2).mul_(0.5).flatten(1)  # (R, S, t, N)
+
+
+def _two_adic_product(x: Tensor, y: Tensor, alu: StructuredALU) -> Tensor:
+    """The distribution of x·y mod n for n = 2^K: (B, n), (B, n) -> (B, n)."""
+    b, n = x.shape
+    fx, fy = _two_adic_spectra(torch.cat([x, y]), alu).split(b)  # (B, ±, A·F) each
+    terms = fx.index_select(-1, alu.two_adic_left) * fy.index_select(-1, alu.two_adic_right)  # (B, ±, T)
+    slots = 2 * alu.two_adic_sizes[0] + 1
+    spectra = fx.new_zeros(b, 2, slots * (alu.two_adic_sizes[1] // 2 + 1)).index_add_(-1, alu.two_adic_product, terms)
+    return x.new_zeros(b, n).index_add_(1, alu.two_adic_value, _two_adic_signal(spectra, alu))  # (B, n)
+
+
+def _two_adic_product_backward(x: Tensor, y: Tensor, grad: Tensor, alu: StructuredALU) -> tuple[Tensor, Tensor]:
+    """dx[i] = sum_j y_j grad[i·j], dy[j] = sum_i x_i grad[i·j]: correlations over G, (B, n) each."""
+    b, n = x.shape
+    fx, fy = _two_adic_spectra(torch.cat([x, y]), alu).split(b)  # (B, ±, A·F) each
+    pulled = grad.index_select(1, alu.two_adic_value).view(b, -1, 2, alu.two_adic_sizes[1])  # (B, S, t, N)
+    fg = torch.fft.rfft(torch.stack([pulled[:, :, 0] + pulled[:, :, 1], pulled[:, :, 0] - pulled[:, :, 1]], 1))
+    fg = fg.flatten(2).index_select(-1, alu.two_adic_product)  # (B, ±, T): grad's spectrum at each term's slot
+    left, right = alu.two_adic_left, alu.two_adic_right
+    gx = torch.zeros_like(fx).index_add_(-1, left, fg * fy.index_select(-1, right).conj())  # (B, ±, A·F)
+    gy = torch.zeros_like(fy).index_add_(-1, right, fg * fx.index_select(-1, left).conj())
+    grads = _two_adic_signal(torch.cat([gx, gy]), alu).index_select(1, alu.two_adic_position)  # (2B, n)
+    return grads[:b], grads[b:]
 
 
 def _block_rows(n: int, batch: int, element_size: int, block_bytes: int) -> int:
@@ -239,6 +357,46 @@ def _order_ops_backward(x: Tensor, y: Tensor, grad: Tensor) -> tuple[Tensor, Ten
     return grads[0], grads[1]
 
 
+def _two_adic_plan(n: int) -> tuple[tuple[int, int], dict[str, Tensor]]:
+    """(K, N) and the index lists of `_two_adic_product` for n = 2^K.
+
+    src ((K+1)·2·N,): the value at each (valuation, t, e) slot, or n (a zero) where no value sits;
+    position (n,): the slot of each value; value ((2K+1)·2·N,): the value of each product slot (s, t, e);
+    left/right/product (T,): for every computed term, the flat (valuation, frequency) index of its two
+    factors and of its product slot.
+    """
+    k = n.bit_length() - 1
+    m = 1 << max(k - 2, 0)
+    frequencies = m // 2 + 1
+
+    def residue(t: int, e: int, bits: int) -> int:  # (-1)^t · 5^e mod 2^bits
+        return (-1) ** t * pow(5, e, 1 << bits) % (1 << bits) if bits > 0 else 0
+
+    position = []
+    for i in range(n):
+        a = (i & -i).bit_length() - 1 if i else k
+        bits = k - a
+        logs = {residue(t, e, bits): (t, e) for e in range(1 << max(bits - 2, 0)) for t in (1, 0)}
+        t, e = logs[(i >> a) % (1 << bits) if bits else 0]
+        position.append((a * 2 + t) * m + e)
+    position = torch.tensor(position)
+    src = torch.full(((k + 1) * 2 * m,), n)
+    src[position] = torch.arange(n)
+    slots = [(s, t, e) for s in range(2 * k + 1) for t in (0, 1) for e in range(m)]
+    value = [(residue(t, e, k - s) << s) % n if s < k else 0 for s, t, e in slots]
+    valuations = [(a, c) for a in range(k + 1) for c in range(k + 1)]
+    terms = [(a, c, f) for f in range(frequencies) for a, c in valuations if f % (1 << (a + c)) == 0]
+    plan = {
+        "src": src,
+        "position": position,
+        "value": torch.tensor(value),
+        "left": torch.tensor([a * frequencies + f for a, c, f in terms]),
+        "right": torch.tensor([c * frequencies + f for a, c, f in terms]),
+        "product": torch.tensor([(a + c) * frequencies + f for a, c, f in terms]),
+    }
+    return (k, m), plan
+
+
 class StructuredALU(nn.Module):
     """The table's output distributions without the table (see the module docstring).
 
@@ -267,6 +425,11 @@ class StructuredALU(nn.Module):
             "div_start": torch.where(div_j == 0, 0, div_k * div_j),
             "div_end": torch.where(div_j == 0, n, ((div_k + 1) * div_j).clamp(max=n)),
         }
+        self.fourier = n >= FOURIER_MIN_N
+        self.two_adic = self.fourier and n & (n - 1) == 0  # mul through `_two_adic_product`
+        if self.two_adic:
+            self.two_adic_sizes, two_adic = _two_adic_plan(n)
+            buffers |= {f"two_adic_{name}": tensor for name, tensor in two_adic.items()}
         for name, tensor in buffers.items():
             self.register_buffer(name, tensor, persistent=False)
         self._level_sets: dict = {}
@@ -307,6 +470,16 @@ class StructuredALU(nn.Module):
             bags = values.reshape(len(ops), n * n).t().contiguous()  # (n·n, Q)
             self._pair_values[key] = (bags.to(device), torch.tensor(rows, device=device))
         return self._pair_values[key]
+
+    def fourier_ops(self, ops: tuple[str, ...]) -> tuple[str, ...]:
+        """The ops of `ops` computed through the FFT: add and sub from n = `FOURIER_MIN_N` on, and mul if n is
+        also a power of two."""
+        fourier = ("add", "sub", "mul") if self.two_adic else ("add", "sub") if self.fourier else ()
+        return tuple(op for op in fourier if op in ops)
+
+    def level_set_ops(self, ops: tuple[str, ...]) -> tuple[str, ...]:
+        """The ops of `ops` summed over level sets (the n² pass)."""
+        return tuple(op for op in LEVEL_SET_OPS if op in ops and op not in self.fourier_ops(ops))
 
     def workspace(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """A scratch tensor kept between calls (never saved for backward, so reuse is safe)."""

@@ -17,6 +17,16 @@ from modeling_llama_delta.reference import binary_op
 SMALL_N = [2, 3, 5, 8, 16]
 
 
+@pytest.fixture(params=["level sets", "fourier"])
+def regime(request, monkeypatch):
+    """Run a test with the default algorithms (level sets below n = 256) and with the FFT ones at every n."""
+    import modeling_llama_delta.alu as alu_module
+
+    if request.param == "fourier":
+        monkeypatch.setattr(alu_module, "FOURIER_MIN_N", 2)
+    return request.param
+
+
 def _all_pairs(n: int, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """One-hot operands for every (x, y): (n·n, n) each, row x·n + y."""
     eye = torch.eye(n, dtype=dtype)
@@ -39,7 +49,7 @@ def test_value_table_matches_reference(n):
 
 
 @pytest.mark.parametrize("n", SMALL_N)
-def test_every_backend_is_exact_on_every_operand_pair(n):
+def test_every_backend_is_exact_on_every_operand_pair(n, regime):
     x, y = _all_pairs(n)
     for name in _backends_for(n):
         out = build_alu(name, n)(x, y)  # (n·n, 9, n)
@@ -49,7 +59,7 @@ def test_every_backend_is_exact_on_every_operand_pair(n):
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 8, 16, 30, 64])
-def test_structured_equals_table_on_mixtures_in_float64(n):
+def test_structured_equals_table_on_mixtures_in_float64(n, regime):
     g = torch.Generator().manual_seed(n)
     x = torch.softmax(torch.randn(6, n, generator=g, dtype=torch.float64) * 3, -1)
     y = torch.softmax(torch.randn(6, n, generator=g, dtype=torch.float64) * 3, -1)
@@ -61,16 +71,16 @@ def test_structured_equals_table_on_mixtures_in_float64(n):
     assert torch.allclose(TableALU(n)(x * scale, y), StructuredALU(n)(x * scale, y), atol=1e-12)
 
 
-@pytest.mark.parametrize("n", [3, 8])
-def test_structured_backward_passes_gradcheck(n):
+@pytest.mark.parametrize("n", [3, 8, 16])
+def test_structured_backward_passes_gradcheck(n, regime):
     g = torch.Generator().manual_seed(0)
     x = torch.softmax(torch.randn(3, n, generator=g, dtype=torch.float64), -1).requires_grad_()
     y = torch.softmax(torch.randn(3, n, generator=g, dtype=torch.float64), -1).requires_grad_()
     assert torch.autograd.gradcheck(StructuredALU(n), (x, y))
 
 
-def test_structured_gradients_equal_the_tables():
-    n = 12
+@pytest.mark.parametrize("n", [12, 16])
+def test_structured_gradients_equal_the_tables(n, regime):
     g = torch.Generator().manual_seed(1)
     x = torch.softmax(torch.randn(4, n, generator=g, dtype=torch.float64), -1)
     y = torch.softmax(torch.randn(4, n, generator=g, dtype=torch.float64), -1)
@@ -84,7 +94,7 @@ def test_structured_gradients_equal_the_tables():
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-12)
 
 
-def test_float32_structured_stays_close_to_float64():
+def test_float32_structured_stays_close_to_float64(regime):
     n = 128
     g = torch.Generator().manual_seed(2)
     x = torch.softmax(torch.randn(8, n, generator=g, dtype=torch.float64) * 4, -1)
@@ -136,10 +146,10 @@ def test_structured_blocks_give_the_same_values_and_gradients(monkeypatch):
     assert torch.allclose(results[1][0], TableALU(n)(x, y), atol=1e-12)
 
 
-@pytest.mark.parametrize("ops", [("add",), ("sub", "div"), ("mul", "mod", "eq"), ("lt",), ()])
-def test_structured_op_subsets_compute_those_rows_exactly_and_zeros_elsewhere(ops):
+@pytest.mark.parametrize("ops", [("add",), ("sub", "div"), ("mul", "mod", "eq"), ("mul", "div"), ("lt",), ()])
+@pytest.mark.parametrize("n", [12, 16])
+def test_structured_op_subsets_compute_those_rows_exactly_and_zeros_elsewhere(ops, n, regime):
     """`ops` computes only those rows (the order ops as a group); the rest are 0 and get no gradient."""
-    n = 12
     g = torch.Generator().manual_seed(5)
     x = torch.softmax(torch.randn(4, n, generator=g, dtype=torch.float64), -1).requires_grad_()
     y = torch.softmax(torch.randn(4, n, generator=g, dtype=torch.float64), -1).requires_grad_()
@@ -158,3 +168,35 @@ def test_structured_op_subsets_compute_those_rows_exactly_and_zeros_elsewhere(op
         assert torch.allclose(a, b, atol=1e-14)
     with pytest.raises(ValueError, match="not ALU ops"):
         alu(x, y, ops=("add", "inc"))
+
+
+def test_fourier_regime_starts_at_its_word_size():
+    import modeling_llama_delta.alu as alu_module
+
+    below, at = StructuredALU(alu_module.FOURIER_MIN_N - 1), StructuredALU(alu_module.FOURIER_MIN_N)
+    assert below.fourier_ops(BINARY_OPS) == () and below.level_set_ops(BINARY_OPS) == ("add", "sub", "mul", "mod")
+    assert at.fourier_ops(BINARY_OPS) == ("add", "sub", "mul") and at.level_set_ops(BINARY_OPS) == ("mod",)
+    assert StructuredALU(300).fourier_ops(BINARY_OPS) == ("add", "sub")  # mul by the FFT needs a power of two
+
+
+def test_fourier_ops_are_exact_on_one_hot_pairs_and_close_on_mixtures(monkeypatch):
+    """n = 256: one-hot pairs give exactly one-hot rows in float32; on the soft examples of the same batch (the
+    exact-row overwrite leaves them alone) float32 stays within 5e-7 of float64 on the FFT rows (the level-set
+    mod row, a sum of up to 256 products, within 2e-6), and float64 equals the level-set algorithms to 1e-12."""
+    import modeling_llama_delta.alu as alu_module
+
+    n = 256
+    g = torch.Generator().manual_seed(7)
+    soft = torch.softmax(torch.randn(3, n, generator=g, dtype=torch.float64) * 4, -1)
+    picks = torch.tensor([[0, 0], [255, 255], [128, 2], [37, 201]])
+    x = torch.cat([torch.nn.functional.one_hot(picks[:, 0], n).double(), soft])
+    y = torch.cat([torch.nn.functional.one_hot(picks[:, 1], n).double(), soft.flip(0)])
+    fourier = StructuredALU(n)
+    assert fourier.fourier_ops(BINARY_OPS) == ("add", "sub", "mul")
+    out32, out64 = fourier(x.float(), y.float()), fourier(x, y)
+    expected = torch.tensor([[binary_op(op, int(i), int(j), n) for op in BINARY_OPS] for i, j in picks])
+    assert torch.equal(out32[:4], torch.nn.functional.one_hot(expected, n).float())
+    error = (out32[4:].double() - out64[4:]).abs().amax((0, 2))  # (9,) per op
+    assert float(error[:3].max()) < 5e-7 and float(error.max()) < 2e-6
+    monkeypatch.setattr(alu_module, "FOURIER_MIN_N", n + 1)
+    assert float((StructuredALU(n)(x, y) - out64).abs().max()) < 1e-12

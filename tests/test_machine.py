@@ -132,9 +132,20 @@ def _random_inputs(rng, n, memory_size, num_registers, batch):
     return memories, registers
 
 
-@pytest.mark.parametrize("alu", BACKENDS)
+@pytest.fixture
+def fourier_from_every_n(monkeypatch):
+    """The structured ALU's FFT algorithms (add/sub, mul for powers of two) at every word size."""
+    import modeling_llama_delta.alu as alu_module
+
+    monkeypatch.setattr(alu_module, "FOURIER_MIN_N", 2)
+
+
+@pytest.mark.parametrize("alu", [*BACKENDS, "structured-fourier"])
 @pytest.mark.parametrize("n,r,m", [(16, 4, 8), (32, 8, 20)])
-def test_random_programs_match_reference(alu, n, r, m):
+def test_random_programs_match_reference(alu, n, r, m, request):
+    if alu == "structured-fourier":
+        request.getfixturevalue("fourier_from_every_n")
+        alu = "structured"
     rng = random.Random(1234 + n)
     sources = [random_program(rng, n, r, rng.randrange(2, n - 1)) for _ in range(32)]
     programs = [assemble(source, n, r) for source in sources]
@@ -143,9 +154,12 @@ def test_random_programs_match_reference(alu, n, r, m):
     _check_against_reference(machine, programs, memories, registers, max_steps=400)
 
 
-@pytest.mark.parametrize("alu", BACKENDS)
-def test_1000_step_runs_stay_exact_in_float32(alu):
+@pytest.mark.parametrize("alu", [*BACKENDS, "structured-fourier"])
+def test_1000_step_runs_stay_exact_in_float32(alu, request):
     """Nested loops (about 1000 steps) and a never-halting loop: exact after 1000 float32 steps."""
+    if alu == "structured-fourier":
+        request.getfixturevalue("fourier_from_every_n")
+        alu = "structured"
     n, r, m = 16, 4, 8
     nested = """
         const r0, 15
