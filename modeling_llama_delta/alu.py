@@ -41,10 +41,10 @@ ORDER_OPS: tuple[str, ...] = ("min", "max", "eq", "lt")
 assert BINARY_OPS == PAIR_OPS + ORDER_OPS, "the structured ALU returns pair ops, then order ops"
 # Pair ops summed over level sets in the forward pass (div sums intervals instead).
 LEVEL_SET_OPS: tuple[str, ...] = ("add", "sub", "mul", "mod")
-# From this word size on, add/sub (any n) and mul (n a power of two) go through the FFT. Their O(n log n) work
-# takes ~20 small ops each way, which cost more than the n² level-set pass at n = 128 (machine step fwd+bwd,
-# B = 32, 1 thread: 2.1 ms level sets vs 2.8 ms FFT) and less from n = 256 on (4.1 vs 3.7 ms; n = 1024: 42 vs
-# 18 ms). `bench/bench_machine.py` measures both.
+# From this word size on, add/sub (any n) and mul (n a power of two) go through the FFT when that removes the n²
+# level-set pass (`StructuredALU.fourier_ops`). Their O(n log n) work takes ~20 small ops each way, which cost
+# more than the n² pass at n = 128 (machine step fwd+bwd, B = 32, 1 thread: 2.1 ms level sets vs 2.8 ms FFT) and
+# less from n = 256 on (4.1 vs 3.7 ms; n = 1024: 42 vs 18 ms).
 FOURIER_MIN_N = 256
 # Block sizes of the structured ALU's n²·B temporaries: forward joint blocks, backward gradient blocks. Inside a
 # machine step (other data between calls) blocks that fit in a core's L2 run fastest: 8 MB was 1.3x slower at n = 256.
@@ -472,9 +472,12 @@ class StructuredALU(nn.Module):
         return self._pair_values[key]
 
     def fourier_ops(self, ops: tuple[str, ...]) -> tuple[str, ...]:
-        """The ops of `ops` computed through the FFT: add and sub from n = `FOURIER_MIN_N` on, and mul if n is
-        also a power of two."""
+        """The ops of `ops` computed through the FFT: from n = `FOURIER_MIN_N` on, add and sub, and mul if n is a
+        power of two, when that removes the n² pass. If an op that needs it is listed (mod; mul otherwise),
+        add/sub/mul join that pass instead, where they cost little more."""
         fourier = ("add", "sub", "mul") if self.two_adic else ("add", "sub") if self.fourier else ()
+        if any(op in ops for op in LEVEL_SET_OPS if op not in fourier):
+            return ()
         return tuple(op for op in fourier if op in ops)
 
     def level_set_ops(self, ops: tuple[str, ...]) -> tuple[str, ...]:

@@ -18,13 +18,19 @@ SMALL_N = [2, 3, 5, 8, 16]
 
 
 @pytest.fixture(params=["level sets", "fourier"])
-def regime(request, monkeypatch):
-    """Run a test with the default algorithms (level sets below n = 256) and with the FFT ones at every n."""
+def regime_ops(request, monkeypatch) -> tuple[str, ...]:
+    """The ops to compute in a test: every op with the default algorithms (level sets below n = 256), or every op
+    but mod with the FFT ones at every n (mod needs the n² pass, which add/sub/mul would then join)."""
     import modeling_llama_delta.alu as alu_module
 
-    if request.param == "fourier":
-        monkeypatch.setattr(alu_module, "FOURIER_MIN_N", 2)
-    return request.param
+    if request.param == "level sets":
+        return BINARY_OPS
+    monkeypatch.setattr(alu_module, "FOURIER_MIN_N", 2)
+    return tuple(op for op in BINARY_OPS if op != "mod")
+
+
+def _rows(ops: tuple[str, ...]) -> list[int]:
+    return [BINARY_OPS.index(op) for op in ops]
 
 
 def _all_pairs(n: int, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +55,7 @@ def test_value_table_matches_reference(n):
 
 
 @pytest.mark.parametrize("n", SMALL_N)
-def test_every_backend_is_exact_on_every_operand_pair(n, regime):
+def test_every_backend_is_exact_on_every_operand_pair(n):
     x, y = _all_pairs(n)
     for name in _backends_for(n):
         out = build_alu(name, n)(x, y)  # (n·n, 9, n)
@@ -58,49 +64,70 @@ def test_every_backend_is_exact_on_every_operand_pair(n, regime):
         assert torch.equal(out, torch.nn.functional.one_hot(_expected(n), n).float()), name  # exactly one-hot
 
 
+@pytest.mark.parametrize("n", SMALL_N)
+def test_structured_fft_ops_are_exact_on_every_operand_pair(n, monkeypatch):
+    import modeling_llama_delta.alu as alu_module
+
+    monkeypatch.setattr(alu_module, "FOURIER_MIN_N", 2)
+    power_of_two = n & (n - 1) == 0  # else mul also needs the n² pass
+    ops = tuple(op for op in BINARY_OPS if op != "mod" and (op != "mul" or power_of_two))
+    alu = StructuredALU(n)
+    assert alu.fourier_ops(ops) == (("add", "sub", "mul") if power_of_two else ("add", "sub"))
+    x, y = _all_pairs(n)
+    out = alu(x, y, ops=ops)[:, _rows(ops)]
+    assert torch.equal(out, torch.nn.functional.one_hot(_expected(n)[:, _rows(ops)], n).float())
+
+
 @pytest.mark.parametrize("n", [2, 3, 5, 8, 16, 30, 64])
-def test_structured_equals_table_on_mixtures_in_float64(n, regime):
+def test_structured_equals_table_on_mixtures_in_float64(n, regime_ops):
     g = torch.Generator().manual_seed(n)
     x = torch.softmax(torch.randn(6, n, generator=g, dtype=torch.float64) * 3, -1)
     y = torch.softmax(torch.randn(6, n, generator=g, dtype=torch.float64) * 3, -1)
-    table, structured = TableALU(n)(x, y), StructuredALU(n)(x, y)
+    rows = _rows(regime_ops)
+    table, structured = TableALU(n)(x, y)[:, rows], StructuredALU(n)(x, y, ops=regime_ops)[:, rows]
     assert float((table - structured).abs().max()) < 1e-12
     assert float((structured.sum(-1) - 1).abs().max()) < 1e-12  # distributions stay distributions
     # Both are bilinear, so they also agree on unnormalised inputs (as inside a soft machine).
     scale = torch.rand(6, 1, generator=g, dtype=torch.float64) + 0.5
-    assert torch.allclose(TableALU(n)(x * scale, y), StructuredALU(n)(x * scale, y), atol=1e-12)
+    assert torch.allclose(
+        TableALU(n)(x * scale, y)[:, rows], StructuredALU(n)(x * scale, y, ops=regime_ops)[:, rows], atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("n", [3, 8, 16])
-def test_structured_backward_passes_gradcheck(n, regime):
+def test_structured_backward_passes_gradcheck(n, regime_ops):
     g = torch.Generator().manual_seed(0)
     x = torch.softmax(torch.randn(3, n, generator=g, dtype=torch.float64), -1).requires_grad_()
     y = torch.softmax(torch.randn(3, n, generator=g, dtype=torch.float64), -1).requires_grad_()
-    assert torch.autograd.gradcheck(StructuredALU(n), (x, y))
+    alu = StructuredALU(n)
+    assert torch.autograd.gradcheck(lambda a, b: alu(a, b, ops=regime_ops), (x, y))
 
 
 @pytest.mark.parametrize("n", [12, 16])
-def test_structured_gradients_equal_the_tables(n, regime):
+def test_structured_gradients_equal_the_tables(n, regime_ops):
     g = torch.Generator().manual_seed(1)
     x = torch.softmax(torch.randn(4, n, generator=g, dtype=torch.float64), -1)
     y = torch.softmax(torch.randn(4, n, generator=g, dtype=torch.float64), -1)
     weight = torch.randn(4, len(BINARY_OPS), n, generator=g, dtype=torch.float64)
+    weight[:, [i for i in range(len(BINARY_OPS)) if i not in _rows(regime_ops)]] = 0
     grads = []
     for alu in (TableALU(n), StructuredALU(n)):
         xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
-        (alu(xs, ys) * weight).sum().backward()
+        out = alu(xs, ys) if isinstance(alu, TableALU) else alu(xs, ys, ops=regime_ops)
+        (out * weight).sum().backward()
         grads.append((xs.grad, ys.grad))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-12)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-12)
 
 
-def test_float32_structured_stays_close_to_float64(regime):
+def test_float32_structured_stays_close_to_float64(regime_ops):
     n = 128
     g = torch.Generator().manual_seed(2)
     x = torch.softmax(torch.randn(8, n, generator=g, dtype=torch.float64) * 4, -1)
     y = torch.softmax(torch.randn(8, n, generator=g, dtype=torch.float64) * 4, -1)
     alu = StructuredALU(n)
-    assert float((alu(x.float(), y.float()).double() - alu(x, y)).abs().max()) < 1e-6
+    error = alu(x.float(), y.float(), ops=regime_ops).double() - alu(x, y, ops=regime_ops)
+    assert float(error.abs().max()) < 1e-6
 
 
 def test_table_refuses_sizes_it_cannot_build():
@@ -148,7 +175,7 @@ def test_structured_blocks_give_the_same_values_and_gradients(monkeypatch):
 
 @pytest.mark.parametrize("ops", [("add",), ("sub", "div"), ("mul", "mod", "eq"), ("mul", "div"), ("lt",), ()])
 @pytest.mark.parametrize("n", [12, 16])
-def test_structured_op_subsets_compute_those_rows_exactly_and_zeros_elsewhere(ops, n, regime):
+def test_structured_op_subsets_compute_those_rows_exactly_and_zeros_elsewhere(ops, n, regime_ops):
     """`ops` computes only those rows (the order ops as a group); the rest are 0 and get no gradient."""
     g = torch.Generator().manual_seed(5)
     x = torch.softmax(torch.randn(4, n, generator=g, dtype=torch.float64), -1).requires_grad_()
@@ -159,7 +186,9 @@ def test_structured_op_subsets_compute_those_rows_exactly_and_zeros_elsewhere(op
     mask = torch.zeros(len(BINARY_OPS), 1, dtype=torch.float64)
     mask[kept] = 1
     out = alu(x, y, ops=ops)
-    assert torch.equal(out, alu(x, y) * mask)
+    assert not out[:, mask[:, 0] == 0].any()
+    # (the full computation takes the n² pass for mod, which add/sub/mul then join: equal up to rounding)
+    torch.testing.assert_close(out, alu(x, y) * mask, rtol=0, atol=1e-14)
     assert torch.autograd.gradcheck(lambda a, b: alu(a, b, ops=ops), (x, y))
     weight = torch.randn(4, len(BINARY_OPS), n, generator=g, dtype=torch.float64)
     subset = torch.autograd.grad((out * weight).sum(), (x, y))
@@ -174,15 +203,19 @@ def test_fourier_regime_starts_at_its_word_size():
     import modeling_llama_delta.alu as alu_module
 
     below, at = StructuredALU(alu_module.FOURIER_MIN_N - 1), StructuredALU(alu_module.FOURIER_MIN_N)
-    assert below.fourier_ops(BINARY_OPS) == () and below.level_set_ops(BINARY_OPS) == ("add", "sub", "mul", "mod")
-    assert at.fourier_ops(BINARY_OPS) == ("add", "sub", "mul") and at.level_set_ops(BINARY_OPS) == ("mod",)
-    assert StructuredALU(300).fourier_ops(BINARY_OPS) == ("add", "sub")  # mul by the FFT needs a power of two
+    loop = ("add", "mul", "div", "lt")
+    assert below.fourier_ops(loop) == () and below.level_set_ops(loop) == ("add", "mul")
+    assert at.fourier_ops(loop) == ("add", "mul") and at.level_set_ops(loop) == ()
+    # Where an n² pass runs anyway (mod; mul unless n is a power of two), add/sub/mul join it.
+    assert at.fourier_ops(BINARY_OPS) == () and at.level_set_ops(BINARY_OPS) == ("add", "sub", "mul", "mod")
+    assert StructuredALU(300).fourier_ops(("add", "sub", "div")) == ("add", "sub")
+    assert StructuredALU(300).fourier_ops(("add", "mul")) == ()
 
 
 def test_fourier_ops_are_exact_on_one_hot_pairs_and_close_on_mixtures(monkeypatch):
-    """n = 256: one-hot pairs give exactly one-hot rows in float32; on the soft examples of the same batch (the
-    exact-row overwrite leaves them alone) float32 stays within 5e-7 of float64 on the FFT rows (the level-set
-    mod row, a sum of up to 256 products, within 2e-6), and float64 equals the level-set algorithms to 1e-12."""
+    """n = 256, every op but mod: one-hot pairs give exactly one-hot rows in float32; on the soft examples of the
+    same batch (the exact-row overwrite leaves them alone) float32 stays within 5e-7 of float64 on the FFT rows
+    and 2e-6 on the rest, and float64 equals the level-set algorithms to 1e-12."""
     import modeling_llama_delta.alu as alu_module
 
     n = 256
@@ -192,11 +225,13 @@ def test_fourier_ops_are_exact_on_one_hot_pairs_and_close_on_mixtures(monkeypatc
     x = torch.cat([torch.nn.functional.one_hot(picks[:, 0], n).double(), soft])
     y = torch.cat([torch.nn.functional.one_hot(picks[:, 1], n).double(), soft.flip(0)])
     fourier = StructuredALU(n)
-    assert fourier.fourier_ops(BINARY_OPS) == ("add", "sub", "mul")
-    out32, out64 = fourier(x.float(), y.float()), fourier(x, y)
+    ops = tuple(op for op in BINARY_OPS if op != "mod")  # mod would need the n² pass: add/sub/mul would join it
+    assert fourier.fourier_ops(ops) == ("add", "sub", "mul")
+    out32, out64 = fourier(x.float(), y.float(), ops=ops), fourier(x, y, ops=ops)
     expected = torch.tensor([[binary_op(op, int(i), int(j), n) for op in BINARY_OPS] for i, j in picks])
-    assert torch.equal(out32[:4], torch.nn.functional.one_hot(expected, n).float())
+    rows = _rows(ops)
+    assert torch.equal(out32[:4, rows], torch.nn.functional.one_hot(expected[:, rows], n).float())
     error = (out32[4:].double() - out64[4:]).abs().amax((0, 2))  # (9,) per op
     assert float(error[:3].max()) < 5e-7 and float(error.max()) < 2e-6
     monkeypatch.setattr(alu_module, "FOURIER_MIN_N", n + 1)
-    assert float((StructuredALU(n)(x, y) - out64).abs().max()) < 1e-12
+    assert float((StructuredALU(n)(x, y, ops=ops) - out64).abs().max()) < 1e-12
