@@ -43,8 +43,9 @@ assert BINARY_OPS == PAIR_OPS + ORDER_OPS, "the structured ALU returns pair ops,
 LEVEL_SET_OPS: tuple[str, ...] = ("add", "sub", "mul", "mod")
 # From this word size on, add/sub (any n) and mul (n a power of two) go through the FFT when that removes the n²
 # level-set pass (`StructuredALU.fourier_ops`). Their O(n log n) work takes ~20 small ops each way, which cost
-# more than the n² pass at n = 128 (machine step fwd+bwd, B = 32, 1 thread: 2.1 ms level sets vs 2.8 ms FFT) and
-# less from n = 256 on (4.1 vs 3.7 ms; n = 1024: 42 vs 18 ms).
+# more than the n² pass at n = 128 and about the same at 256 (`bench/bench_fourier.py`, machine step fwd+bwd,
+# B = 32, 1 thread: level sets vs FFT 2.0 vs 2.7 ms at n = 128, 4.4 vs 4.4 at 256, 12.8 vs 7.6 at 512, 41 vs 16
+# at 1024).
 FOURIER_MIN_N = 256
 # Block sizes of the structured ALU's n²·B temporaries: forward joint blocks, backward gradient blocks. Inside a
 # machine step (other data between calls) blocks that fit in a core's L2 run fastest: 8 MB was 1.3x slower at n = 256.
