@@ -13,8 +13,9 @@ the machine.
   convolution, for sub the correlation) with one fused gather-and-sum over fixed index lists; div sums
   x over the intervals [k·j, (k+1)·j) (n·ln n terms); min/max/eq/lt are O(n) closed forms through
   cumulative distributions. From n = `FOURIER_MIN_N` on, add/sub go through the FFT and mul (n a power
-  of two) through an FFT over the multiplicative structure of Z/2^K: no n² work for them (float
-  rounding on mixtures, ~1e-7 in float32; set exactly from integer arithmetic on one-hot operand pairs).
+  of two) through an FFT over the multiplicative structure of Z/2^K when no requested op needs the n²
+  pass (float rounding on mixtures, ~1e-7 in float32; set exactly from integer arithmetic on one-hot
+  operand pairs).
   One custom autograd function, backward by hand (one more gather-and-sum; nothing n²-sized is saved),
   on cache-sized blocks of operand pairs. `alu(x, y, ops=...)` computes only
   the rows of the listed ops (the others are 0): a machine whose frozen ROM never selects mul, say, skips
