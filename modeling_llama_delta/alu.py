@@ -272,15 +272,20 @@ def _set_exact_rows(out: Tensor, x: Tensor, y: Tensor, ops: tuple[str, ...]) -> 
 
 
 def _two_adic_spectra(v: Tensor, alu: StructuredALU) -> Tensor:
-    """(R, n) -> (R, 2, (K+1)·F): each row's spectrum over G (±: the sum and difference over t) per valuation."""
+    """(R, n) -> (R, 2, (K+1)·F): each row's spectrum over G per valuation (`_group_spectra` of its layout)."""
     k, m = alu.two_adic_sizes
-    lifted = F.pad(v, (0, 1)).index_select(1, alu.two_adic_src).view(-1, k + 1, 2, m)  # (R, A, t, N)
-    signs = torch.stack([lifted[:, :, 0] + lifted[:, :, 1], lifted[:, :, 0] - lifted[:, :, 1]], 1)  # (R, ±, A, N)
-    return torch.fft.rfft(signs).flatten(2)  # (R, ±, A·F)
+    return _group_spectra(F.pad(v, (0, 1)).index_select(1, alu.two_adic_src).view(-1, k + 1, 2, m))
+
+
+def _group_spectra(slots: Tensor) -> Tensor:
+    """(R, S, t, N) -> (R, 2, S·F): the transform over G = Z2 × Z_N of every slot (±: the sum and difference over
+    t, then `rfft` over e)."""
+    signs = torch.stack([slots[:, :, 0] + slots[:, :, 1], slots[:, :, 0] - slots[:, :, 1]], 1)  # (R, ±, S, N)
+    return torch.fft.rfft(signs).flatten(2)  # (R, ±, S·F)
 
 
 def _two_adic_signal(spectra: Tensor, alu: StructuredALU) -> Tensor:
-    """The inverse of `_two_adic_spectra` for any number of valuation slots: (R, 2, S·F) -> (R, S·2·N)."""
+    """The inverse of `_group_spectra`: (R, 2, S·F) -> (R, S·2·N)."""
     m = alu.two_adic_sizes[1]
     z = torch.fft.irfft(spectra.unflatten(-1, (-1, m // 2 + 1)), n=m)  # (R, ±, S, N)
     return torch.stack([z[:, 0] + z[:, 1], z[:, 0] - z[:, 1]], 2).mul_(0.5).flatten(1)  # (R, S, t, N)
@@ -301,8 +306,7 @@ def _two_adic_product_backward(x: Tensor, y: Tensor, grad: Tensor, alu: Structur
     b, n = x.shape
     fx, fy = _two_adic_spectra(torch.cat([x, y]), alu).split(b)  # (B, ±, A·F) each
     pulled = grad.index_select(1, alu.two_adic_value).view(b, -1, 2, alu.two_adic_sizes[1])  # (B, S, t, N)
-    fg = torch.fft.rfft(torch.stack([pulled[:, :, 0] + pulled[:, :, 1], pulled[:, :, 0] - pulled[:, :, 1]], 1))
-    fg = fg.flatten(2).index_select(-1, alu.two_adic_product)  # (B, ±, T): grad's spectrum at each term's slot
+    fg = _group_spectra(pulled).index_select(-1, alu.two_adic_product)  # (B, ±, T): grad's spectrum at each term's slot
     left, right = alu.two_adic_left, alu.two_adic_right
     gx = torch.zeros_like(fx).index_add_(-1, left, fg * fy.index_select(-1, right).conj())  # (B, ±, A·F)
     gy = torch.zeros_like(fy).index_add_(-1, right, fg * fx.index_select(-1, left).conj())
