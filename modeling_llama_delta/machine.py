@@ -3,7 +3,8 @@
 State, batch first: memory (B, M, n), registers (B, R, n), the instruction counter (B, n) (a
 distribution over the n ROM lines) and the halting probability h (B,). One step:
 
-1. mix every field of every ROM line by the counter: ONE matmul over the concatenated ROM (P, n, F);
+1. mix every field of every ROM line by the counter: ONE matmul over the concatenated ROM (P, n, F) (with
+   a frozen ROM, over its first L lines only: the halt lines past the programs' ends are one line);
 2. read both operand registers (eq. 2 on registers): ONE bmm;
 3. run every op: the ALU gives all nine binary results at once; inc/dec/mov/const/read/call are
    rolls, copies and one memory read (eq. 2);
@@ -190,11 +191,20 @@ def _sources(state: Tensor, operands: Tensor, imm: Tensor, alu_results: Tensor, 
     return torch.cat([imm[:, None], operands, state[:, -1:], alu_results, loaded], dim=1)
 
 
+def _line_mass(counter: Tensor, lines: int) -> Tensor:
+    """(..., n) -> (..., L): the counter's mass on lines 0..L-2, and on line L-1 or after (where every line is
+    the same, `DeltaMachine.rom_lines`). On a one-hot counter the sum adds zeros to at most one 1: exact."""
+    if lines == counter.shape[-1]:
+        return counter
+    return torch.cat([counter[..., : lines - 1], counter[..., lines - 1 :].sum(-1, keepdim=True)], dim=-1)
+
+
 class _StepRead(torch.autograd.Function):
     """Steps 1-2 of a machine step as one autograd node: the current line's fields and the operand values.
 
     fields (PB, F) = counter @ rom (every field of every line mixed by the counter, eq. 6's c over ROM
-    lines); operands (PB, 2, n) = the a/b register selections @ registers (eq. 2). The state also passes
+    lines; `rom` (P, L, F) holds the first L lines, the last standing for every line after it, see
+    `DeltaMachine.rom_lines`); operands (PB, 2, n) = the a/b register selections @ registers (eq. 2). The state also passes
     through (a view) to `_StepUpdate`, its only reader: the backward then adds this node's few rows into
     `_StepUpdate`'s state gradient in place, instead of a zero-filled state-sized gradient that autograd
     would add to it (two fresh state-sized tensors per step; fresh memory is slow to touch on CPU).
@@ -204,8 +214,8 @@ class _StepRead(torch.autograd.Function):
     def forward(ctx, state, rom, k: _StepConstants):
         pb, _, n = state.shape
         p, r, ops = rom.shape[0], k.num_registers, k.mixing.shape[0]
-        counter = state[:, -1].reshape(p, pb // p, n)  # (P, B, n), program-major
-        fields = torch.bmm(counter, rom).view(pb, -1)  # (P, B, n) @ (P, n, F) -> (PB, F)
+        counter = _line_mass(state[:, -1].reshape(p, pb // p, n), rom.shape[1])  # (P, B, L), program-major
+        fields = torch.bmm(counter, rom).view(pb, -1)  # (P, B, L) @ (P, L, F) -> (PB, F)
         select = fields[:, ops : ops + 2 * r].reshape(pb, 2, r)  # (PB, 2, R): registers a and b
         operands = torch.bmm(select, state[:, :r])  # (PB, 2, R) @ (PB, R, n) -> (PB, 2, n)
         ctx.save_for_backward(state, rom, select)
@@ -229,11 +239,14 @@ class _StepRead(torch.autograd.Function):
         )
         # fields = counter @ rom, per program
         g_fields = g_fields.view(p, pb // p, -1)  # (P, B, F)
-        g_state[:, -1] += torch.bmm(g_fields, rom.transpose(1, 2)).view(pb, n)  # (P, B, F) @ (P, F, n)
+        lines = rom.shape[1]
+        g_lines = torch.bmm(g_fields, rom.transpose(1, 2)).view(pb, lines)  # (P, B, F) @ (P, F, L) -> (PB, L)
+        g_state[:, -1, : lines - 1] += g_lines[:, :-1]
+        g_state[:, -1, lines - 1 :] += g_lines[:, -1:]  # the last line stands for every line after it
         g_rom = None
         if ctx.needs_input_grad[1]:
-            counter = state[:, -1].reshape(p, pb // p, n)
-            g_rom = torch.bmm(counter.transpose(1, 2), g_fields)  # (P, n, B) @ (P, B, F) -> (P, n, F)
+            counter = _line_mass(state[:, -1].reshape(p, pb // p, n), lines)  # (P, B, L)
+            g_rom = torch.bmm(counter.transpose(1, 2), g_fields)  # (P, L, B) @ (P, B, F) -> (P, L, F)
         return g_state, g_rom, None
 
 
@@ -538,6 +551,16 @@ class DeltaMachine(nn.Module):
             self.blocks,
         )
 
+    def rom_lines(self, rom: Tensor) -> int:
+        """How many leading lines of `rom` (P, n, F) a step reads: L such that lines L-1..n-1 are the same in
+        every program (the halt lines past the programs' ends), so that counter @ rom = counter[:L-1] @ rom[:L-1]
+        + (the counter's mass from L-1 on) · rom[L-1] (exact on one-hot counters, `_line_mass`). A ROM that
+        takes gradient keeps all n lines (each line's gradient is its own)."""
+        if rom.requires_grad:
+            return rom.shape[1]
+        same = (rom[:, 1:] == rom[:, :-1]).all(-1).all(0)  # (n - 1,): line l + 1 equals line l in every program
+        return rom.shape[1] - int(same.flip(0).cumprod(0).sum())
+
     def alu_ops(self, rom: Tensor) -> tuple[str, ...] | None:
         """The ALU ops a run on `rom` (P, n, F) needs, or None for all of them.
 
@@ -556,7 +579,7 @@ class DeltaMachine(nn.Module):
     def _step(
         self, state: Tensor, halted: Tensor, rom: Tensor, k: _StepConstants, ops: tuple[str, ...] | None
     ) -> tuple[Tensor, Tensor]:
-        """One step on packed states: (P·B, K, n), (P·B,) -> same; rom (P, n, F) distributions; ops: `alu_ops`."""
+        """One step on packed states: (P·B, K, n), (P·B,) -> same; rom (P, L, F) its first L lines (`rom_lines`); ops: `alu_ops`."""
         fields, operands, state = _StepRead.apply(state, rom, k)  # (PB, F), (PB, 2, n), the state: steps 1-2
         a, b = operands.unbind(1)  # (PB, n) each
         alu_results = self.alu(a, b) if ops is None else self.alu(a, b, ops=ops)  # (PB, 9, n)
@@ -604,6 +627,7 @@ class DeltaMachine(nn.Module):
         halted = state.halted.t().reshape(p * b)  # (P·B,)
 
         k, ops = self._constants(), self.alu_ops(rom)  # once per run
+        rom = rom[:, : self.rom_lines(rom)]  # (P, L, F)
         trace = [] if return_trace else None
         use_checkpoint = self.checkpoint_steps > 0 and torch.is_grad_enabled() and not return_trace
         block = self.checkpoint_steps if use_checkpoint else 1

@@ -388,6 +388,39 @@ def test_frozen_rom_runs_only_the_alu_ops_it_selects_with_the_same_values_and_gr
         assert trainable.alu_ops(trainable.rom_distribution()) is None
 
 
+def test_frozen_rom_reads_its_distinct_lines_only_with_the_same_values_and_gradients():
+    """`rom_lines`: the halt lines past a frozen ROM's programs are read as one line (their counter mass summed);
+    values and gradients equal reading all n lines, gradcheck passes through the summed lines, and a trainable
+    ROM keeps every line."""
+    n, r, m = 16, 4, 4
+    sources = ["loop: add r0, r0, r1\nwrite r0, r1\njnz r0, loop\nret", "sub r1, r1, r0\nret"]
+    machine = DeltaMachine(n, r, m, programs=[assemble(s, n, r) for s in sources]).to(torch.float64)
+    lines = machine.rom_lines(machine.rom)
+    assert lines < n and (machine.rom[:, lines - 1 :] == machine.rom[:, -1:]).all()
+    assert not (machine.rom[:, lines - 2] == machine.rom[:, -1]).all()
+    state = _soft_state(3, 2, r, m, n, torch.float64, halted=0.2)
+    results = []
+    for reduced in (True, False):
+        if not reduced:
+            machine.rom_lines = lambda rom: rom.shape[1]
+        inputs = [t.clone().requires_grad_() for t in (state.memory, state.registers, state.counter, state.halted)]
+        out = machine(DeltaState(*inputs), max_steps=12).program_states
+        (out.memory.square().sum() + out.registers.square().sum() + out.counter[..., -3:].sum()).backward()
+        results.append([out.memory, out.registers, out.counter, out.halted] + [t.grad for t in inputs])
+    for reduced, full in zip(*results, strict=True):
+        assert torch.allclose(reduced, full, atol=1e-12)
+    del machine.rom_lines
+
+    def run(counter, registers):
+        out = machine(DeltaState(state.memory, registers, counter, state.halted), max_steps=4).program_states
+        return out.counter, out.registers
+
+    inputs = [state.counter.clone().requires_grad_(), state.registers.clone().requires_grad_()]
+    assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-6)
+    trainable = _soft_machine(n=8)
+    assert trainable.rom_lines(trainable.rom_distribution()) == 8
+
+
 def test_alu_swaps_on_a_trained_machine():
     machine = DeltaMachine(
         16, 4, 4, programs=[assemble("mul r0, r0, r1\nmod r0, r0, r2", 16, 4)], trainable_programs=True, sharpness=30.0
