@@ -204,10 +204,11 @@ class _StepRead(torch.autograd.Function):
 
     fields (PB, F) = counter @ rom (every field of every line mixed by the counter, eq. 6's c over ROM
     lines; `rom` (P, L, F) holds the first L lines, the last standing for every line after it, see
-    `DeltaMachine.rom_lines`); operands (PB, 2, n) = the a/b register selections @ registers (eq. 2). The state also passes
-    through (a view) to `_StepUpdate`, its only reader: the backward then adds this node's few rows into
-    `_StepUpdate`'s state gradient in place, instead of a zero-filled state-sized gradient that autograd
-    would add to it (two fresh state-sized tensors per step; fresh memory is slow to touch on CPU).
+    `DeltaMachine.rom_lines`); operands (PB, 2, n) = the a/b register selections @ registers (eq. 2). The
+    state also passes through (a view) to `_StepUpdate`, its only reader: the backward then adds this node's
+    few rows into `_StepUpdate`'s state gradient in place, instead of a zero-filled state-sized gradient
+    that autograd would add to it (two fresh state-sized tensors per step; fresh memory is slow to touch on
+    CPU).
     """
 
     @staticmethod
@@ -579,7 +580,8 @@ class DeltaMachine(nn.Module):
     def _step(
         self, state: Tensor, halted: Tensor, rom: Tensor, k: _StepConstants, ops: tuple[str, ...] | None
     ) -> tuple[Tensor, Tensor]:
-        """One step on packed states: (P·B, K, n), (P·B,) -> same; rom (P, L, F) its first L lines (`rom_lines`); ops: `alu_ops`."""
+        """One step on packed states: (P·B, K, n), (P·B,) -> same; rom (P, L, F): its first L lines
+        (`rom_lines`); ops: `alu_ops`."""
         fields, operands, state = _StepRead.apply(state, rom, k)  # (PB, F), (PB, 2, n), the state: steps 1-2
         a, b = operands.unbind(1)  # (PB, n) each
         alu_results = self.alu(a, b) if ops is None else self.alu(a, b, ops=ops)  # (PB, 9, n)
