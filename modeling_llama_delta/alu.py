@@ -179,7 +179,8 @@ class _StructuredOps(torch.autograd.Function):
         if "div" in ops:
             # (V, B): P(x in [k·j, (k+1)·j), y = j)
             terms = _quotient_intervals(xt, alu) * yt.index_select(0, alu.div_j)
-            out[:, BINARY_OPS.index("div")] = xt.new_zeros(n, b).index_add_(0, alu.div_k, terms).t()  # (B, n)
+            quotients = F.embedding_bag(alu.div_k_rows, terms, alu.div_k_offsets, mode="sum")  # (n, B): sum over k
+            out[:, BINARY_OPS.index("div")] = quotients.t()  # (B, n)
         if ORDER_OPS[0] in ops:  # the order ops come as a group (`StructuredALU.forward`)
             out[:, len(PAIR_OPS) :] = _order_ops(x, y)  # (B, 4, n)
         ctx.save_for_backward(x, y)
@@ -228,9 +229,16 @@ class _StructuredOps(torch.autograd.Function):
             xt, yt = x.t().contiguous(), y.t().contiguous()  # (n, B) each
             g_terms = grad[:, BINARY_OPS.index("div")].t().index_select(0, alu.div_k)  # (V, B)
             g_intervals = g_terms * yt.index_select(0, alu.div_j)  # (V, B)
-            div_y = yt.new_zeros(n, b).index_add_(0, alu.div_j, g_terms * _quotient_intervals(xt, alu))  # (n, B)
-            g_prefix = xt.new_zeros(n + 1, b).index_add_(0, alu.div_end, g_intervals)
-            g_prefix.index_add_(0, alu.div_start, g_intervals, alpha=-1)  # (n + 1, B)
+            div_y = F.embedding_bag(
+                alu.div_j_rows, g_terms * _quotient_intervals(xt, alu), alu.div_j_offsets, mode="sum"
+            )  # (n, B): sum over j
+            g_prefix = F.embedding_bag(
+                alu.div_prefix_rows,
+                g_intervals,
+                alu.div_prefix_offsets,
+                mode="sum",
+                per_sample_weights=alu.div_prefix_signs.to(g_intervals.dtype),
+            )  # (n + 1, B): + at each interval's end, - at its start
             # prefix[m] = sum_{i < m} x_i, so dx_i = sum_{m > i} g_prefix[m]
             grad_x, grad_y = grad_x + _suffix_sum(g_prefix[1:].t()), grad_y + div_y.t()
         if ORDER_OPS[0] in ops:
@@ -312,6 +320,12 @@ def _two_adic_product_backward(x: Tensor, y: Tensor, grad: Tensor, alu: Structur
     gy = torch.zeros_like(fy).index_add_(-1, right, fg * fx.index_select(-1, left).conj())
     grads = _two_adic_signal(torch.cat([gx, gy]), alu).index_select(1, alu.two_adic_position)  # (2B, n)
     return grads[:b], grads[b:]
+
+
+def _bags(keys: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """`embedding_bag` bags grouping rows by key in 0..count-1: (row indices sorted by key, (count,) offsets)."""
+    rows = torch.argsort(keys, stable=True)
+    return rows, F.pad(torch.bincount(keys, minlength=count).cumsum(0)[:-1], (1, 0))
 
 
 def _block_rows(n: int, batch: int, element_size: int, block_bytes: int) -> int:
@@ -425,11 +439,21 @@ class StructuredALU(nn.Module):
             for k in range((n - 1) // j + 1):
                 div_j.append(j), div_k.append(k)
         div_j, div_k = torch.tensor(div_j), torch.tensor(div_k)
+        div_start = torch.where(div_j == 0, 0, div_k * div_j)
+        div_end = torch.where(div_j == 0, n, ((div_k + 1) * div_j).clamp(max=n))
+        # Sums over the (j, k) pairs are bags of `embedding_bag` (4x faster than index_add_ here): by k (forward),
+        # by j and by interval end (+) and start (-) (backward).
+        prefix_rows, prefix_offsets = _bags(torch.cat([div_end, div_start]), n + 1)
         buffers = {
             "div_j": div_j,
             "div_k": div_k,
-            "div_start": torch.where(div_j == 0, 0, div_k * div_j),
-            "div_end": torch.where(div_j == 0, n, ((div_k + 1) * div_j).clamp(max=n)),
+            "div_start": div_start,
+            "div_end": div_end,
+            **dict(zip(("div_k_rows", "div_k_offsets"), _bags(div_k, n), strict=True)),
+            **dict(zip(("div_j_rows", "div_j_offsets"), _bags(div_j, n), strict=True)),
+            "div_prefix_rows": prefix_rows % len(div_j),  # both halves index the same (V,) terms
+            "div_prefix_offsets": prefix_offsets,
+            "div_prefix_signs": torch.where(prefix_rows < len(div_j), 1.0, -1.0),
         }
         self.fourier = n >= FOURIER_MIN_N
         self.two_adic = self.fourier and n & (n - 1) == 0  # mul through `_two_adic_product`
