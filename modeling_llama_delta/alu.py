@@ -306,7 +306,9 @@ def _two_adic_product(x: Tensor, y: Tensor, alu: StructuredALU) -> Tensor:
     terms = fx.index_select(-1, alu.two_adic_left) * fy.index_select(-1, alu.two_adic_right)  # (B, ±, T)
     slots = 2 * alu.two_adic_sizes[0] + 1
     spectra = fx.new_zeros(b, 2, slots * (alu.two_adic_sizes[1] // 2 + 1)).index_add_(-1, alu.two_adic_product, terms)
-    return x.new_zeros(b, n).index_add_(1, alu.two_adic_value, _two_adic_signal(spectra, alu))  # (B, n)
+    signal = _two_adic_signal(spectra, alu).t().contiguous()  # (S·2·N, B)
+    # The fold as `embedding_bag` bags of slots by value (index_add_ along the slots' axis was 3.6x slower).
+    return F.embedding_bag(alu.two_adic_value_rows, signal, alu.two_adic_value_offsets, mode="sum").t()  # (B, n)
 
 
 def _two_adic_product_backward(x: Tensor, y: Tensor, grad: Tensor, alu: StructuredALU) -> tuple[Tensor, Tensor]:
@@ -459,6 +461,7 @@ class StructuredALU(nn.Module):
         self.two_adic = self.fourier and n & (n - 1) == 0  # mul through `_two_adic_product`
         if self.two_adic:
             self.two_adic_sizes, two_adic = _two_adic_plan(n)
+            two_adic["value_rows"], two_adic["value_offsets"] = _bags(two_adic["value"], n)
             buffers |= {f"two_adic_{name}": tensor for name, tensor in two_adic.items()}
         for name, tensor in buffers.items():
             self.register_buffer(name, tensor, persistent=False)
