@@ -181,8 +181,9 @@ class _StructuredOps(torch.autograd.Function):
             terms = _quotient_intervals(xt, alu) * yt.index_select(0, alu.div_j)
             quotients = F.embedding_bag(alu.div_k_rows, terms, alu.div_k_offsets, mode="sum")  # (n, B): sum over k
             out[:, BINARY_OPS.index("div")] = quotients.t()  # (B, n)
-        if ORDER_OPS[0] in ops:  # the order ops come as a group (`StructuredALU.forward`)
-            out[:, len(PAIR_OPS) :] = _order_ops(x, y)  # (B, 4, n)
+        order_ops = tuple(op for op in ORDER_OPS if op in ops)
+        if order_ops:
+            out[:, len(PAIR_OPS) :] = _order_ops(x, y, order_ops)  # (B, 4, n)
         ctx.save_for_backward(x, y)
         ctx.alu, ctx.ops = alu, ops
         return out  # (B, 9, n)
@@ -241,8 +242,9 @@ class _StructuredOps(torch.autograd.Function):
             )  # (n + 1, B): + at each interval's end, - at its start
             # prefix[m] = sum_{i < m} x_i, so dx_i = sum_{m > i} g_prefix[m]
             grad_x, grad_y = grad_x + _suffix_sum(g_prefix[1:].t()), grad_y + div_y.t()
-        if ORDER_OPS[0] in ops:
-            order_x, order_y = _order_ops_backward(x, y, grad[:, len(PAIR_OPS) :])
+        order_ops = tuple(op for op in ORDER_OPS if op in ops)
+        if order_ops:
+            order_x, order_y = _order_ops_backward(x, y, grad[:, len(PAIR_OPS) :], order_ops)
             grad_x, grad_y = grad_x + order_x, grad_y + order_y
         return grad_x, grad_y, None, None
 
@@ -335,47 +337,53 @@ def _block_rows(n: int, batch: int, element_size: int, block_bytes: int) -> int:
     return max(1, min(n, block_bytes // (n * batch * element_size)))
 
 
-def _order_ops(x: Tensor, y: Tensor) -> Tensor:
-    """min, max, eq, lt of independent operands in O(n): (B, n), (B, n) -> (B, 4, n).
+def _order_ops(x: Tensor, y: Tensor, ops: tuple[str, ...]) -> Tensor:
+    """min, max, eq, lt of independent operands in O(n): (B, n), (B, n) -> (B, 4, n), the rows of `ops` (others 0).
 
     Every output is bilinear in (x, y), as the table's, so totals are kept rather than assumed to be 1.
     """
-    total = x.sum(-1, keepdim=True) * y.sum(-1, keepdim=True)  # (B, 1)
-    cx, cy = x.cumsum(-1), y.cumsum(-1)  # (B, n): P(X <= k)
-    sx, sy = _suffix_sum(x), _suffix_sum(y)  # (B, n): P(X >= k)
-    at_most = cx * cy  # P(max <= k)
-    at_least = sx * sy  # P(min >= k)
-    maximum = at_most - F.pad(at_most[:, :-1], (1, 0))  # P(max = k) = P(max <= k) - P(max <= k-1)
-    minimum = at_least - F.pad(at_least[:, 1:], (0, 1))  # P(min = k) = P(min >= k) - P(min >= k+1)
-    equal = (x * y).sum(-1, keepdim=True)  # (B, 1): P(X = Y)
-    less = (x * (sy - y)).sum(-1, keepdim=True)  # (B, 1): P(X < Y) = sum_i P(X = i) P(Y > i)
-    flags = torch.cat([total - equal, equal, total - less, less], dim=-1)  # (B, 4): eq=0, eq=1, lt=0, lt=1
-    flags = F.pad(flags.view(-1, 2, 2), (0, x.shape[-1] - 2))  # (B, 2, n): values 0 and 1 of eq and lt
-    return torch.cat([minimum[:, None], maximum[:, None], flags], dim=1)  # (B, 4, n)
+    out = x.new_zeros(x.shape[0], len(ORDER_OPS), x.shape[1])
+    if "min" in ops or "lt" in ops:
+        sy = _suffix_sum(y)  # (B, n): P(Y >= k)
+    if "min" in ops:
+        at_least = _suffix_sum(x) * sy  # P(min >= k)
+        out[:, 0] = at_least - F.pad(at_least[:, 1:], (0, 1))  # P(min = k) = P(min >= k) - P(min >= k+1)
+    if "max" in ops:
+        at_most = x.cumsum(-1) * y.cumsum(-1)  # P(max <= k)
+        out[:, 1] = at_most - F.pad(at_most[:, :-1], (1, 0))  # P(max = k) = P(max <= k) - P(max <= k-1)
+    flags = []  # (row, P(op = 1)) of eq and lt
+    if "eq" in ops:
+        flags.append((2, (x * y).sum(-1)))  # P(X = Y)
+    if "lt" in ops:
+        flags.append((3, (x * (sy - y)).sum(-1)))  # P(X < Y) = sum_i P(X = i) P(Y > i)
+    if flags:
+        total = x.sum(-1) * y.sum(-1)  # (B,)
+        for row, one in flags:
+            out[:, row, 0], out[:, row, 1] = total - one, one
+    return out
 
 
-def _order_ops_backward(x: Tensor, y: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
-    """The adjoint of `_order_ops`: (B, n), (B, n), (B, 4, n) -> grad x, grad y, each (B, n).
+def _order_ops_backward(x: Tensor, y: Tensor, grad: Tensor, ops: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+    """The adjoint of `_order_ops` for `ops`: (B, n), (B, n), (B, 4, n) -> grad x, grad y, each (B, n).
 
     Both gradients are computed together, stacked (2, B, n) as [x, y], against the other operand's
     sums stacked [y, x]."""
     g_min, g_max, g_eq, g_lt = grad.unbind(1)  # (B, n) each
     yx = torch.stack([y, x])  # (2, B, n)
-    c, s = yx.cumsum(-1), _suffix_sum(yx)  # (2, B, n): [cy, cx], [sy, sx]
-    g_at_most = g_max - F.pad(g_max[:, 1:], (0, 1))  # adjoint of A[k] - A[k-1]
-    g_at_least = g_min - F.pad(g_min[:, :-1], (1, 0))  # adjoint of S[k] - S[k+1]
-    g_total = g_eq[:, :1] + g_lt[:, :1]  # (B, 1)
-    g_equal = g_eq[:, 1:2] - g_eq[:, :1]
-    g_less = g_lt[:, 1:2] - g_lt[:, :1]
-    # P(X < Y) differentiates to P(Y > i) = sy - y for x and to P(X < j) = cx - x for y
-    less = torch.stack([s[0] - y, c[1] - x])  # (2, B, n)
-    grads = (
-        _suffix_sum(g_at_most * c)
-        + (g_at_least * s).cumsum(-1)
-        + g_total * yx.sum(-1, keepdim=True)
-        + g_equal * yx
-        + g_less * less
-    )  # (2, B, n)
+    grads = torch.zeros_like(yx)
+    if "max" in ops or "lt" in ops:
+        c = yx.cumsum(-1)  # (2, B, n): [cy, cx]
+    if "min" in ops or "lt" in ops:
+        s = _suffix_sum(yx)  # (2, B, n): [sy, sx]
+    if "max" in ops:
+        grads += _suffix_sum((g_max - F.pad(g_max[:, 1:], (0, 1))) * c)  # adjoint of A[k] - A[k-1], A = cx·cy
+    if "min" in ops:
+        grads += ((g_min - F.pad(g_min[:, :-1], (1, 0))) * s).cumsum(-1)  # adjoint of S[k] - S[k+1], S = sx·sy
+    if "eq" in ops:  # rows [total - equal, equal]
+        grads += g_eq[:, :1] * yx.sum(-1, keepdim=True) + (g_eq[:, 1:2] - g_eq[:, :1]) * yx
+    if "lt" in ops:  # rows [total - less, less]; P(X < Y) differentiates to P(Y > i) for x and to P(X < j) for y
+        less = torch.stack([s[0] - y, c[1] - x])  # (2, B, n)
+        grads += g_lt[:, :1] * yx.sum(-1, keepdim=True) + (g_lt[:, 1:2] - g_lt[:, :1]) * less
     return grads[0], grads[1]
 
 
@@ -526,14 +534,11 @@ class StructuredALU(nn.Module):
         return buffer
 
     def forward(self, x: Tensor, y: Tensor, ops: tuple[str, ...] = BINARY_OPS) -> Tensor:
-        """(B, n), (B, n) -> (B, 9, n); only the rows of `ops` are computed, the others are 0. The four
-        O(n) order ops are computed together: listing one of them computes all four."""
+        """(B, n), (B, n) -> (B, 9, n); only the rows of `ops` are computed, the others are 0."""
         _check_operands(x, y, self.n)
         unknown = set(ops) - set(BINARY_OPS)
         if unknown:
             raise ValueError(f"ops {sorted(unknown)} are not ALU ops; allowed: {', '.join(BINARY_OPS)}")
-        if any(op in ops for op in ORDER_OPS):
-            ops = (*ops, *ORDER_OPS)
         ops = tuple(op for op in BINARY_OPS if op in ops)  # canonical order: one cache entry per set
         return _StructuredOps.apply(x, y, self, ops)  # (B, 9, n)
 
