@@ -4,11 +4,12 @@
     python bench/bench_machine.py --quick                      # smoke configuration, seconds
 
 Measured side by side in one process: the ALU alone (forward, forward+backward; best of 5) and the
-machine forward (no grad) and forward+backward for 100 and 300 steps (best of 2 timed runs after a short
-warm-up and the peak-memory run), B = 32, R = 8, M = 32, a never-halting loop with soft (non-one-hot)
-inputs, so every step runs; `structured` also with gradient checkpointing (blocks of 20 steps). n = 1024 (table-free
-backends only, checkpointed, 100 steps) and the table at n = 256 (100 steps only) are cut to fit the
-time budget; runs that would start after 9 minutes are skipped and listed.
+machine forward (no grad) and forward+backward for 100 and 300 steps (after a short warm-up and the
+peak-memory run, the backends of each (n, steps) group are timed in turn, best of 2 rounds), B = 32,
+R = 8, M = 32, a never-halting loop with soft (non-one-hot) inputs, so every step runs; `structured` also
+with gradient checkpointing (blocks of 20 steps). n = 1024 (table-free backends only, checkpointed, 100
+steps) and the table at n = 256 (100 steps only) are cut to fit the time budget; groups that would start
+after 9 minutes are skipped and listed.
 
 The structured ALU computes only the ops the frozen ROM can select (`DeltaMachine.alu_ops`): the loop
 uses add/mul/div/lt (5 of its 9 ops are skipped). Extra `structured` rows (100 steps, plain autograd)
@@ -158,10 +159,11 @@ def bench_alu(name: str, n: int, batch: int, repeats: int) -> dict:
     return {"fwd_ms": best_time(forward, repeats) * 1e3, "fwdbwd_ms": best_time(forward_backward, repeats) * 1e3}
 
 
-def bench_machine(
-    name: str, n: int, steps: int, batch: int, memory_size: int, checkpoint: int, repeats: int, program: str = "loop"
-):
-    """Machine forward (no grad) and forward+backward over `steps` steps: best time and peak memory growth.
+def prepare_machine(
+    name: str, n: int, steps: int, batch: int, memory_size: int, checkpoint: int, program: str = "loop"
+) -> tuple[dict, dict]:
+    """A machine's forward (no grad) and forward+backward over `steps` steps, warmed up: ({"fwd": fn, "fwdbwd": fn},
+    peak memory growth in MB of each, measured in its own untimed run).
 
     program: "loop" (PROGRAM), "every_op" (EVERY_OP_PROGRAM) or a library program's name."""
     machine = DeltaMachine(n, 8, memory_size, alu=name, checkpoint_steps=checkpoint)
@@ -170,31 +172,41 @@ def bench_machine(
     machine.halt_tolerance = -1.0  # never stop early (h <= 1 < 2): a library program that halts still runs every step
     memory, registers = soft_inputs(batch, n, memory_size)
 
-    def forward(count: int):
+    def forward(count: int = steps):
         with torch.no_grad():
             out = machine(machine.start_state(memory, registers), max_steps=count)
         assert out.steps == count
 
-    def forward_backward(count: int):
+    def forward_backward(count: int = steps):
         mem, regs = memory.clone().requires_grad_(), registers.clone().requires_grad_()
         out = machine(machine.start_state(mem, regs), max_steps=count)
         (out.state.memory.square().sum() + out.state.registers.square().sum()).backward()
         assert out.steps == count and mem.grad is not None
 
-    row = {}
-    for key, fn in (("fwd", forward), ("fwdbwd", forward_backward)):
+    runs, peaks = {"fwd": forward, "fwdbwd": forward_backward}, {}
+    for key, fn in runs.items():
         fn(min(steps, 3))  # warm-up: builds the ALU's tables and index lists
         # Peak memory in its own, untimed run: it hands freed memory back to the OS first, and touching fresh
-        # pages again made the structured machine's run ~20% slower at n = 128.
-        _, peak = peak_growth(lambda fn=fn: fn(steps))
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn(steps)
-            times.append(time.perf_counter() - start)
-        row[f"{key}_ms"] = min(times) * 1e3
-        row[f"{key}_peak_mb"] = None if peak is None else peak / 1e6
-    return row
+        # pages again slowed the structured machine's run.
+        _, peak = peak_growth(fn)
+        peaks[key] = None if peak is None else peak / 1e6
+    return runs, peaks
+
+
+def time_machines(prepared: list[tuple[dict, dict]], repeats: int) -> list[dict]:
+    """Best time (ms) of each prepared machine's runs, the machines timed in turn `repeats` times, so that a slow
+    spell of this shared machine hits every backend of the group alike rather than one."""
+    best = [{key: float("inf") for key in runs} for runs, _ in prepared]
+    for _ in range(repeats):
+        for (runs, _), row in zip(prepared, best, strict=True):
+            for key, fn in runs.items():
+                start = time.perf_counter()
+                fn()
+                row[key] = min(row[key], (time.perf_counter() - start) * 1e3)
+    return [
+        {f"{key}_ms": row[key] for key in row} | {f"{key}_peak_mb": peaks[key] for key in peaks}
+        for row, (_, peaks) in zip(best, prepared, strict=True)
+    ]
 
 
 def main(argv=None) -> int:
@@ -261,22 +273,30 @@ def main(argv=None) -> int:
                     plans.append((name, n, steps, 20, "loop"))  # gradient checkpointing, blocks of 20 steps
                 if name == "structured" and n not in big and steps == min(step_counts):
                     plans += [(name, n, steps, 0, program) for program in config["extra_programs"]]
-    for name, n, steps, checkpoint, program in plans:
+    groups: dict[tuple[int, int], list] = {}  # (n, steps) -> plans, timed together
+    for plan in plans:
+        groups.setdefault(plan[1:3], []).append(plan)
+    for group in groups.values():
         if time.perf_counter() - started > TIME_BUDGET_S:
-            results["skipped"].append(
-                f"machine {name} n={n} steps={steps} ckpt={checkpoint} {program}: over the time budget"
-            )
+            results["skipped"] += [
+                f"machine {name} n={n} steps={steps} ckpt={ckpt} {program}: over the time budget"
+                for name, n, steps, ckpt, program in group
+            ]
             continue
-        row = {"alu": name, "n": n, "steps": steps, "checkpoint_steps": checkpoint, "program": program}
-        row.update(bench_machine(name, n, steps, batch, memory_size, checkpoint, machine_repeats, program))
-        row["fwd_ms_per_step"], row["fwdbwd_ms_per_step"] = row["fwd_ms"] / steps, row["fwdbwd_ms"] / steps
-        results["machine"].append(row)
-        print(
-            f"machine {name:>10} {program:>8} n={n:<5} steps={steps:<4} ckpt={checkpoint:<3} "
-            f"fwd {row['fwd_ms_per_step']:8.3f} ms/step  fwd+bwd {row['fwdbwd_ms_per_step']:8.3f} ms/step  "
-            f"peak fwd+bwd {row['fwdbwd_peak_mb'] or float('nan'):8.1f} MB",
-            flush=True,
-        )
+        prepared = [
+            prepare_machine(name, n, steps, batch, memory_size, ckpt, program)
+            for name, n, steps, ckpt, program in group
+        ]
+        for (name, n, steps, ckpt, program), timed in zip(group, time_machines(prepared, machine_repeats), strict=True):
+            row = {"alu": name, "n": n, "steps": steps, "checkpoint_steps": ckpt, "program": program, **timed}
+            row["fwd_ms_per_step"], row["fwdbwd_ms_per_step"] = row["fwd_ms"] / steps, row["fwdbwd_ms"] / steps
+            results["machine"].append(row)
+            print(
+                f"machine {name:>10} {program:>8} n={n:<5} steps={steps:<4} ckpt={ckpt:<3} "
+                f"fwd {row['fwd_ms_per_step']:8.3f} ms/step  fwd+bwd {row['fwdbwd_ms_per_step']:8.3f} ms/step  "
+                f"peak fwd+bwd {row['fwdbwd_peak_mb'] or float('nan'):8.1f} MB",
+                flush=True,
+            )
     results["skipped"].append(
         f"table machine at n={big}: the table cannot be built (or is not run); at n >= 256 only "
         f"{TABLE_MAX_STEPS_AT_256} steps, and n={big} only {min(step_counts)} steps (time budget)"
