@@ -31,8 +31,6 @@ _UPDATE_FORWARD, _UPDATE_BACKWARD = delta._StepUpdate.forward, delta._StepUpdate
 class _Context:
     """Stands in for autograd's ctx so that a node's forward/backward bodies run as plain functions."""
 
-    needs_input_grad = (True, False, False)
-
     def save_for_backward(self, *tensors):
         self.saved_tensors = tensors
 
@@ -107,7 +105,8 @@ def main(argv=None) -> int:
     with torch.no_grad():
         fields, operands, state = delta._StepRead.apply(packed, rom, k)
         alu_results = machine.alu(operands[:, 0], operands[:, 1])
-        inputs = (state, start.halted[:, 0], fields, operands, alu_results, step_tensors(k), (k.num_registers, 32))
+        sizes = (k.num_registers, k.memory_size)
+        inputs = (state, start.halted[:, 0], fields, operands, alu_results, step_tensors(k), sizes)
         saved = update_forward(*inputs)[2]
         g_state, g_halted = torch.rand_like(packed), torch.rand(batch)
         rows = {}
