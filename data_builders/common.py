@@ -1,20 +1,20 @@
 """What every algorithmic data builder shares: the column schema, the base config, seeded sampling,
 leakage-free splitting and the `datasets.GeneratorBasedBuilder` plumbing.
 
-A family module (`data_arithmetic`, `data_fibonacci`, `data_sequences`) only says how to draw problems
-and phrase them; everything about splits, caching and validation lives here so that every task gets
-the same guarantees.
+A family module (`arithmetic`, `fibonacci`, `sequences`) only says how to draw problems and phrase them;
+everything about splits, caching and validation lives here so that every task gets the same guarantees.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
+import json
 import math
 import random
 from collections import defaultdict
 from collections.abc import Hashable, Iterator, Sequence
-from pathlib import Path
 
 import datasets
 
@@ -77,15 +77,6 @@ def read_answer(example: dict, memory: Sequence[int], registers: Sequence[int]) 
     source = registers if example["answer_in"] == "register" else memory
     start = example["answer_offset"]
     return list(source[start : start + len(example["answer_ids"])])
-
-
-def generator_hash() -> str:
-    """Digest of every data_*.py source: the datasets cache key, so that editing a generator regenerates."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("data_*.py")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def stream(seed: int, purpose: str) -> random.Random:
@@ -219,19 +210,24 @@ class AlgorithmicBuilder(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIG_CLASS = AlgorithmicConfig
     VERSION = datasets.Version("1.0.0")
     TASK_NAME = "algorithmic"  # the cache folder name
+    # What generates a family's rows beyond `SHARED_GENERATOR`: its functions, and the tables they read (templates,
+    # operation sets). The cache key hashes exactly these and the config's settings (`generator_hash`).
+    GENERATOR: tuple = ()
 
     def __init__(self, *args, **kwargs):
-        # The cache folder is name/config-id/version/hash: the config id covers the settings, the hash the
-        # generator code, so a change to either regenerates instead of serving stale data.
         kwargs.setdefault("dataset_name", self.TASK_NAME)
-        kwargs.setdefault("hash", generator_hash())
         super().__init__(*args, **kwargs)
 
     def _create_builder_config(self, config_name=None, custom_features=None, config_id=None, **config_kwargs):
         # datasets applies overrides to a named config with setattr, skipping __post_init__; rebuilding the
         # dataclass runs the checks again, so `Builder(config_name="sort", lengths=(0,))` fails right here.
         config, config_id = super()._create_builder_config(config_name, custom_features, config_id, **config_kwargs)
-        return dataclasses.replace(config), config_id
+        config = dataclasses.replace(config)
+        # The cache folder is name/config-id/version/hash. datasets' config id covers only the overrides, so the
+        # hash covers every setting and the generating code: a change to either regenerates instead of serving
+        # stale data, while moving a module or editing card text does not. (`_build_cache_dir` runs after this.)
+        self.hash = generator_hash(type(self), config)
+        return config, config_id
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(description=type(self).__doc__, features=FEATURES)
@@ -263,3 +259,30 @@ class AlgorithmicBuilder(datasets.GeneratorBasedBuilder):
 
     def _generate_examples(self, examples: list[dict]) -> Iterator[tuple[int, dict]]:
         yield from enumerate(examples)
+
+
+# What every family's rows come from: the schema, the row maker, the seeded draws and the split assignment.
+SHARED_GENERATOR = (
+    FEATURES,
+    make_example,
+    stream,
+    sample_distinct,
+    assign_splits,
+    AlgorithmicConfig.fractions.fget,
+    AlgorithmicBuilder.make_splits,
+)
+
+
+def generator_hash(builder: type[AlgorithmicBuilder], config: AlgorithmicConfig) -> str:
+    """The datasets cache key of `config`'s data: a digest of the code that generates it (`SHARED_GENERATOR` and the
+    family's `builder.GENERATOR`: functions by their source, tables by their repr) and of every setting.
+
+    Neither file names nor the builders' docstrings (the dataset card's text) enter it, so moving or renaming a
+    module, or editing a card, keeps the cached data; editing a template or a generating function regenerates it.
+    """
+    digest = hashlib.sha256()
+    for part in (*SHARED_GENERATOR, *builder.GENERATOR):
+        text = inspect.getsource(part) if inspect.isfunction(part) else repr(part)
+        digest.update(text.encode())
+    digest.update(json.dumps(config.settings(), sort_keys=True, default=list).encode())
+    return digest.hexdigest()[:16]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from modeling_llama_delta.library import minimum_machine
+from modeling_llama_delta.reference import binary_op
 
-from .data_common import (
+from .common import (
     AlgorithmicBuilder,
     AlgorithmicConfig,
     check_choice,
@@ -83,22 +84,6 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 MODULUS_SUFFIXES = (" Work modulo {n}.", " Give the answer mod {n}.", " (mod {n})")
 
 
-def apply(op: str, x: int, y: int, n: int) -> int:
-    """The answer, per the library's calling conventions (plain Python; the tests check it against Δ's
-    reference interpreter)."""
-    if op == "add":
-        return (x + y) % n
-    if op == "sub":
-        return (x - y) % n
-    if op == "mul":
-        return (x * y) % n
-    if op == "div":
-        return x // y if y else 0
-    if op == "mod":
-        return x % y if y else 0
-    return min(x, y) if op == "min" else max(x, y)
-
-
 @dataclasses.dataclass
 class ArithmeticConfig(AlgorithmicConfig):
     """Args:
@@ -166,8 +151,19 @@ class ArithmeticBuilder(AlgorithmicBuilder):
             if config.mention_modulus and op in WRAPPING:
                 suffixes = MODULUS_SUFFIXES if config.phrasing == "varied" else MODULUS_SUFFIXES[:1]
                 question += words.choice(suffixes).format(n=n)
-            result = apply(op, x, y, n)
+            result = binary_op(op, x, y, n)  # the ISA's semantics: div/mod by 0 give 0
             example = make_example(question, str(result), [result], op, [], [x, y], "register", 0, op)
             group = (op, *sorted((x, y))) if op in COMMUTATIVE else (op, x, y)
             items.append((group, op, example))
         return items, {}
+
+    GENERATOR = (
+        generate,
+        ArithmeticConfig.pairs,
+        ArithmeticConfig.space.fget,
+        binary_op,
+        TEMPLATES,
+        MODULUS_SUFFIXES,
+        sorted(COMMUTATIVE),
+        sorted(WRAPPING),
+    )

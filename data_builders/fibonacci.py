@@ -7,7 +7,7 @@ import dataclasses
 
 from modeling_llama_delta.library import minimum_machine
 
-from .data_common import (
+from .common import (
     AlgorithmicBuilder,
     AlgorithmicConfig,
     check_choice,
@@ -18,7 +18,7 @@ from .data_common import (
     stream,
 )
 
-PROGRAMS = ("fib_recursive", "fib")  # the paper studies the recursive one
+FIBONACCI_PROGRAMS = ("fib_recursive", "fib")  # the library programs a row may name; the paper studies the first
 # {a}, {b}: the two starting numbers x0, x1; {d}: the depth (number of additions); {k} = d + 2: the
 # 1-based position of the answer x_{d+1}; {n}: the modulus; {additions}/{steps}: the noun,
 # singular for d = 1. The first template is the canonical one.
@@ -61,7 +61,7 @@ class FibonacciConfig(AlgorithmicConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice("program", self.program, PROGRAMS)
+        check_choice("program", self.program, FIBONACCI_PROGRAMS)
         self.depths = check_int_tuple("depths", self.depths, 0)
         self.ood_depths = check_int_tuple("ood_depths", self.ood_depths, 0, allow_empty=True)
         for depth in self.depths + self.ood_depths:
@@ -123,3 +123,5 @@ class FibonacciBuilder(AlgorithmicBuilder):
             for depth in config.ood_depths
         }
         return items, ood
+
+    GENERATOR = (generate, fibonacci, TEMPLATES)

@@ -1,0 +1,42 @@
+"""The algorithmic tasks as `datasets` builders, one module per task family, with their registry, dataset card and
+Parquet export. Depends on `modeling_llama_delta` (the library's accounts, the reference semantics) only.
+
+    from data_builders import load_task
+    ds = load_task("sort", cache_dir="cache", examples_per_length=1000)  # a DatasetDict
+    ds["train"][0]["question"]  # 'Sort the string "drslxjlq"'
+
+| module | what |
+|---|---|
+| `common` | the column schema, the base config, seeded sampling, leakage-free splits, the cache key |
+| `arithmetic`, `fibonacci`, `sequences` | the task families: how problems are drawn and phrased |
+| `registry` | task name -> builder: `TASKS`, `get_builder`, `load_task` |
+| `card`, `parquet` | the dataset card and the Parquet export (`export_dataset`, optionally pushed to the Hub) |
+"""
+
+from .arithmetic import ArithmeticBuilder, ArithmeticConfig
+from .card import dataset_card
+from .common import FEATURES, AlgorithmicBuilder, AlgorithmicConfig, generator_hash, read_answer
+from .fibonacci import FibonacciBuilder, FibonacciConfig
+from .parquet import export_dataset
+from .registry import TASKS, get_builder, load_task
+from .sequences import NeuralComprehensionBuilder, SequenceConfig, SortBuilder
+
+__all__ = [
+    "FEATURES",
+    "TASKS",
+    "AlgorithmicBuilder",
+    "AlgorithmicConfig",
+    "ArithmeticBuilder",
+    "ArithmeticConfig",
+    "FibonacciBuilder",
+    "FibonacciConfig",
+    "NeuralComprehensionBuilder",
+    "SequenceConfig",
+    "SortBuilder",
+    "dataset_card",
+    "export_dataset",
+    "generator_hash",
+    "get_builder",
+    "load_task",
+    "read_answer",
+]
