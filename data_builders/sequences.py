@@ -21,7 +21,7 @@ from .common import (
 )
 
 # task -> the library program that solves it (calling conventions: each program's docstring in the library).
-TASK_PROGRAM = {"sort": "sort", "reverse": "reverse", "parity": "parity", "addition": "add_digits"}
+SOLVING_PROGRAM = {"sort": "sort", "reverse": "reverse", "parity": "parity", "addition": "add_digits"}
 STRING_TASKS = ("sort", "reverse")  # zero-terminated strings of code points from m[0]
 # {s}: the input; {a}, {b}: the addition operands. The first template is the canonical one; sorting's is the paper's.
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -64,8 +64,8 @@ class SequenceConfig(AlgorithmicConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice("task", self.task, tuple(TASK_PROGRAM))
-        n, task, program = self.n, self.task, TASK_PROGRAM[self.task]
+        check_choice("task", self.task, tuple(SOLVING_PROGRAM))
+        n, task, program = self.n, self.task, SOLVING_PROGRAM[self.task]
         self.lengths = check_int_tuple("lengths", self.lengths, 1)
         self.ood_lengths = check_int_tuple("ood_lengths", self.ood_lengths, 1, allow_empty=True)
         for length in self.lengths + self.ood_lengths:
@@ -128,7 +128,7 @@ def digits_lsb_first(value: int, count: int) -> list[int]:
 
 def sequence_example(config: SequenceConfig, index: int, length: int, template: str) -> dict:
     """The example for input number `index` (of `config.space(length)`) of `length`."""
-    task, sep, program = config.task, config.separator, TASK_PROGRAM[config.task]
+    task, sep, program = config.task, config.separator, SOLVING_PROGRAM[config.task]
     if task in STRING_TASKS:
         alphabet = config.alphabet
         chars = [alphabet[(index // len(alphabet) ** i) % len(alphabet)] for i in range(length)]
@@ -200,7 +200,7 @@ class SequenceBuilder(AlgorithmicBuilder):
         digits_lsb_first,
         SequenceConfig.space,
         TEMPLATES,
-        TASK_PROGRAM,
+        SOLVING_PROGRAM,
         STRING_TASKS,
     )
 

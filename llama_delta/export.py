@@ -93,86 +93,8 @@ class MeasuredResult:
         )
 
 
-MODEL_CARD_TEMPLATE = """\
----
-{{ card_data }}
----
-
-# {{ model_name }}
-
-A Llama backbone{% if base_model %} (`{{ base_model }}`){% endif %} augmented with **Δ**, a differentiable register \
-machine, and **Λ**, a library of neurally compiled programs (Saldyt & Kambhampati, *Augmenting Language Models With \
-Composable Differentiable Libraries*, §3.4). The backbone reads the question; a head parses its hidden states into \
-Δ's initial memory cells and registers and a choice of library program; Δ runs every program of Λ; the answer is read \
-from Δ's final state, mixed over programs by the selection. The model is trained on answers alone.
-
-## Usage
-
-The model class ships with the weights (`custom_code`): it needs `torch` and `transformers` only.
-
-```python
-from transformers import AutoModel, AutoTokenizer
-
-model = AutoModel.from_pretrained("{{ repo_id }}", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}")
-print(model.solve(["{{ example_question }}"], tokenizer))  # a list of answer strings
-```
-
-`model(input_ids, attention_mask, labels=...)` returns the answer log-probabilities `answer_logits` (B, K, n), the \
-program selection, the halting probability, and the loss when `labels` (B, K; -100 for padding) are given.
-
-## Δ and its library
-
-| setting | value |
-|---|---|
-{% for name, value in delta_settings %}| `{{ name }}` | {{ value }} |
-{% endfor %}
-Library Λ (program order = selection order; the ISA v1 sources are in `config.json`, `delta_programs`, and the \
-ROM is checked against them on every load):
-
-| program | what it computes |
-|---|---|
-{% for name, summary in programs %}| `{{ name }}` | {{ summary }} |
-{% endfor %}
-## Evaluation
-
-{% if results %}Each number below was measured by the command on its row, with that seed, on that machine, and was \
-passed to the export as is: nothing here was computed or estimated when the card was written.
-
-| dataset | task | split | metric | value | examples | seed | command | machine |
-|---|---|---|---|---|---|---|---|---|
-{% for r in results %}| `{{ r.dataset }}` | {{ r.task }} | {{ r.split }} | {{ r.metric }} | {{ r.value }} | \
-{{ r.num_examples }} | {{ r.seed }} | `{{ r.command }}` | {{ r.machine }} |
-{% endfor %}
-{% for metric, meaning in metric_meanings %}- `{{ metric }}`: {{ meaning }}.
-{% endfor %}{% else %}No evaluation results were supplied with this export, so this card makes no accuracy claim.
-{% endif %}
-## Training data
-
-{% if datasets %}{% for dataset in datasets %}- `{{ dataset }}`
-{% endfor %}{% else %}Not stated by the export.
-{% endif %}
-## Limitations
-
-- Every value Δ handles is an integer in 0..{{ max_value }} (the word size n = {{ word_size }}).\
-{% if answer_format == "integers" %} `solve` refuses questions that mention larger numbers rather than answer them \
-wrongly.{% endif %}
-- Δ runs at most {{ max_steps }} steps per question; a program that needs more does not finish.
-- The model can only compose what the parser learned to map onto Λ's programs; it is no general-purpose assistant.
-- Questions longer than the backbone's context ({{ context }} tokens) are refused.
-
-## Files
-
-- `model.safetensors`: backbone, parser and the compiled library ROM (a frozen buffer).
-- `config.json`: architecture, Δ settings, library sources, and `auto_map` pointing at the code below.
-{% for name in code_files %}- `{{ name }}`
-{% endfor %}- tokenizer files: the backbone's tokenizer.
-
-## Citation
-
-Saldyt, L. and Kambhampati, S. *Augmenting Language Models With Composable Differentiable Libraries.* \
-Arizona State University.
-"""
+# The card's Jinja template, rendered by `huggingface_hub.ModelCard.from_template` (variables: `model_card`'s).
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 
 
 def _program_summary(source: str) -> str:
@@ -225,7 +147,7 @@ def model_card(
     )
     return ModelCard.from_template(
         card_data,
-        template_str=MODEL_CARD_TEMPLATE,
+        template_path=MODEL_CARD_TEMPLATE,
         model_name=model_name,
         repo_id=repo_id or model_name,
         base_model=base_model,

@@ -2,7 +2,7 @@
 question and where the answer is read. Everything is derived from the generated data and the library's own
 accounts (`library.memory_needed`, `library.step_bound`), so a new length or depth resizes Δ by itself.
 
-    from llama_delta.tasks import load_task_data, delta_settings
+    from llama_delta.task_settings import load_task_data, delta_settings
     data = load_task_data("sort", lengths=[8], ood_lengths=[12])
     settings = delta_settings("sort", data, tokenizer)  # a TaskSettings
     settings.delta_config  # {"delta_programs": {...}, "delta_memory_size": 13, ...} for build_delta_model
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import datasets
 
 from modeling_llama_delta.configuration_llama_delta import PARSE_MODES
+from data_builders import TASKS, load_task
 from modeling_llama_delta.library import BINARY_PROGRAMS, LIBRARY, memory_needed, step_bound
 
-from .data_builders import TASKS, load_task
 
 # task -> the library Λ it gets by default: the program(s) its data needs (Δ runs every held program at every
 # step, so each extra program multiplies Δ's cost); `--programs` adds distractors.
-TASK_PROGRAMS: dict[str, tuple[str, ...]] = {
+TASK_LIBRARY: dict[str, tuple[str, ...]] = {
     "arithmetic": BINARY_PROGRAMS,  # the paper's §4.2 calculator
     "fibonacci": ("fib_recursive",),  # §4.1: recursion through a stack in memory
     "sort": ("sort",),  # §4.3: insertion sort
@@ -38,7 +38,7 @@ TASK_PROGRAMS: dict[str, tuple[str, ...]] = {
 # `last_token`); a string needs one cell per character, which `tokens` reads off the tokens themselves.
 # arithmetic: slots that copy the attended numeral token (87.6% test vs ~11% for last_token in the same budget,
 # README "Training"); fibonacci keeps the paper's last_token until measured.
-DEFAULT_PARSE_MODE = {task: "tokens" for task in TASK_PROGRAMS} | {
+DEFAULT_PARSE_MODE = {task: "tokens" for task in TASK_LIBRARY} | {
     "arithmetic": "slots",
     "fibonacci": "last_token",
 }
@@ -46,7 +46,8 @@ DEFAULT_PARSE_MODE = {task: "tokens" for task in TASK_PROGRAMS} | {
 # tasks, whose programs run hundreds of steps: there Δ's soft run turns a 1e-5 parse uncertainty into a wrong
 # answer (experiments/README.md); short programs (arithmetic, fibonacci) learn through the soft run.
 DEFAULT_PARSE_SAMPLES = {"sort": 8, "sort_spaced": 8, "reverse": 8}
-ANSWER_FORMATS = {"sort": "string", "sort_spaced": "string", "reverse": "string", "addition": "digits"}
+# task -> `delta_answer_format` (the rest: "integers").
+TASK_ANSWER_FORMAT = {"sort": "string", "sort_spaced": "string", "reverse": "string", "addition": "digits"}
 # Which dataset config fields the generic size knobs map to, per builder family.
 _SIZE_FIELDS = {
     "arithmetic": {"dataset_size": "size"},
@@ -69,8 +70,8 @@ _QUOTED, _NUMBER = re.compile(r'"([^"]*)"'), re.compile(r"\d+")
 
 def task_family(task: str) -> str:
     """`arithmetic`, `fibonacci` or `sequence` (the string and digit tasks): which dataset knobs apply."""
-    if task not in TASK_PROGRAMS:
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASK_PROGRAMS)}")
+    if task not in TASK_LIBRARY:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASK_LIBRARY)}")
     return task if task in ("arithmetic", "fibonacci") else "sequence"
 
 
@@ -107,7 +108,7 @@ def dataset_overrides(
 def load_task_data(task: str, cache_dir: str | None = None, **knobs) -> datasets.DatasetDict:
     """`data_builders.load_task(task)` with the generic knobs of `dataset_overrides` applied."""
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASK_PROGRAMS)}")
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASK_LIBRARY)}")
     return load_task(task, cache_dir=cache_dir, **dataset_overrides(task, **knobs))
 
 
@@ -209,7 +210,7 @@ def delta_settings(
     the task's default (`DEFAULT_PARSE_SAMPLES`).
     """
     family = task_family(task)
-    programs = tuple(programs) if programs else TASK_PROGRAMS[task]
+    programs = tuple(programs) if programs else TASK_LIBRARY[task]
     unknown = [name for name in programs if name not in LIBRARY]
     if unknown:
         raise ValueError(f"unknown library programs {unknown}; known: {', '.join(LIBRARY)}")
@@ -247,7 +248,7 @@ def delta_settings(
     elif family == "sequence":
         raise ValueError(f"task {task!r} parses strings into memory cells: use parse mode 'tokens'")
     token_values = None
-    if parse_mode == "tokens" and ANSWER_FORMATS.get(task) == "string":
+    if parse_mode == "tokens" and TASK_ANSWER_FORMAT.get(task) == "string":
         # Strings hold code points: a token's characters are its elements, copied rather than classified.
         elements = {value for row in rows["memory"] for value in row if value}
         quoted = {c for question in rows["question"] for m in _QUOTED.finditer(question) for c in m.group(1)}
@@ -272,7 +273,7 @@ def delta_settings(
         "delta_input_registers": input_registers,
         "delta_answer_source": answer_source,
         "delta_answer_length": answer_length,
-        "delta_answer_format": ANSWER_FORMATS.get(task, "integers"),
+        "delta_answer_format": TASK_ANSWER_FORMAT.get(task, "integers"),
         "delta_checkpoint_steps": min(checkpoint_steps, max(max_steps.values())),
         "delta_parse_samples": DEFAULT_PARSE_SAMPLES.get(task, 0) if parse_samples is None else parse_samples,
     }
@@ -280,10 +281,10 @@ def delta_settings(
 
 
 __all__ = [
-    "ANSWER_FORMATS",
+    "TASK_ANSWER_FORMAT",
     "DEFAULT_PARSE_MODE",
     "DEFAULT_PARSE_SAMPLES",
-    "TASK_PROGRAMS",
+    "TASK_LIBRARY",
     "TaskSettings",
     "dataset_overrides",
     "numeral_token_values",

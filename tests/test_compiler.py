@@ -4,7 +4,6 @@ import random
 
 import pytest
 import torch
-from test_machine import random_program
 
 from modeling_llama_delta.assembler import OPCODES, assemble
 from modeling_llama_delta.compiler import (
@@ -16,6 +15,7 @@ from modeling_llama_delta.compiler import (
     rom_logits,
     rom_probabilities,
 )
+from tests.helpers.programs import random_program
 
 N, R = 16, 4
 SOURCE = """

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -19,10 +20,19 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import DatasetCard
 
-from llama_delta import data_arithmetic, data_common, data_fibonacci, data_sequences
-from llama_delta.data_builders import TASKS, export_dataset, get_builder, load_task, read_answer
+from data_builders import (
+    TASKS,
+    arithmetic,
+    export_dataset,
+    fibonacci,
+    generator_hash,
+    get_builder,
+    load_task,
+    read_answer,
+    sequences,
+)
 from modeling_llama_delta.library import assemble_library
-from modeling_llama_delta.reference import run_reference
+from modeling_llama_delta.reference import binary_op, run_reference
 
 datasets.disable_progress_bars()
 
@@ -62,7 +72,7 @@ def test_deterministic_by_seed(task):
 def test_deterministic_across_processes():
     """Same seed, same data in a fresh interpreter with another string-hash seed (no set/dict-order leaks)."""
     script = (
-        "import json; from llama_delta.data_builders import get_builder; "
+        "import json; from data_builders import get_builder; "
         "print(json.dumps(get_builder('arithmetic', size=3000).make_splits(), sort_keys=True))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
@@ -83,7 +93,7 @@ def test_no_question_or_problem_in_two_splits(task):
     for split, rows in splits.items():
         for row in rows:
             problem = (row["program"], tuple(row["memory"]), tuple(row["registers"]))
-            if task == "arithmetic" and row["operation"] in data_arithmetic.COMMUTATIVE:
+            if task == "arithmetic" and row["operation"] in arithmetic.COMMUTATIVE:
                 problem = (row["program"], (), tuple(sorted(row["registers"])))  # "Add 3 and 4" = "Add 4 and 3"
             assert seen_question.setdefault(row["question"], split) == split, row
             assert seen_input.setdefault(problem, split) == split, row
@@ -152,17 +162,6 @@ def parse(question: str, templates, suffixes=("",)) -> dict[str, str]:
     return matches[0]
 
 
-PLAIN = {
-    "add": lambda x, y, n: (x + y) % n,
-    "sub": lambda x, y, n: (x - y) % n,
-    "mul": lambda x, y, n: (x * y) % n,
-    "div": lambda x, y, n: x // y,
-    "mod": lambda x, y, n: x % y,
-    "min": lambda x, y, n: min(x, y),
-    "max": lambda x, y, n: max(x, y),
-}
-
-
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_answers_equal_plain_python_from_the_question(task):
     """Read the problem back from the question text, solve it in plain Python, and check the answer
@@ -174,19 +173,19 @@ def test_answers_equal_plain_python_from_the_question(task):
         )
         if task == "arithmetic":
             op = row["operation"]
-            suffixes = ("", *data_arithmetic.MODULUS_SUFFIXES) if op in ("add", "sub", "mul") else ("",)
-            fields = parse(question, data_arithmetic.TEMPLATES[op], suffixes)
+            suffixes = ("", *arithmetic.MODULUS_SUFFIXES) if op in ("add", "sub", "mul") else ("",)
+            fields = parse(question, arithmetic.TEMPLATES[op], suffixes)
             assert fields.get("n") in (None, str(n))
             # Operand order read from the wording itself, not from the templates' field names:
             # "Subtract 3 from 10", "add 3 to 10", "does 3 go into 10" name the second operand first.
             numbers = [int(v) for v in re.findall(r"\d+", question)][:2]  # the modulus, if any, comes last
             x, y = numbers[::-1] if re.search(r" from | to | go into ", question) else numbers
             assert registers == [x, y] and memory == []
-            expected = [PLAIN[op](x, y, n)]
+            expected = [binary_op(op, x, y, n)]
             assert answer == str(expected[0])
         elif task.startswith("fibonacci"):
             if task == "fibonacci":
-                fields = parse(question, data_fibonacci.TEMPLATES)
+                fields = parse(question, fibonacci.TEMPLATES)
                 # Templates give the depth itself, x's index d1 = depth + 1, or the term number k = depth + 2.
                 depth = int(fields["d"]) if "d" in fields else int(fields.get("d1", fields.get("k", 0))) - 1
                 depth -= "k" in fields
@@ -201,17 +200,17 @@ def test_answers_equal_plain_python_from_the_question(task):
             assert registers == [x0, x1, depth] and answer == str(expected[0]) and row["depth"] == depth
         elif task in ("sort", "sort_spaced", "reverse"):
             family = "sort" if task.startswith("sort") else "reverse"
-            chars = parse(question, data_sequences.TEMPLATES[family])["s"].replace(" ", "")
+            chars = parse(question, sequences.TEMPLATES[family])["s"].replace(" ", "")
             result = "".join(sorted(chars)) if family == "sort" else chars[::-1]
             expected = [ord(c) for c in result]
             assert memory == [ord(c) for c in chars] + [0] and registers == [] and row["length"] == len(chars)
             assert answer.replace(" ", "") == result
         elif task == "parity":
-            bits = parse(question, data_sequences.TEMPLATES["parity"])["s"]
+            bits = parse(question, sequences.TEMPLATES["parity"])["s"]
             expected = [bits.count("1") % 2]
             assert memory == [int(b) for b in bits] and registers == [len(bits)] and answer == str(expected[0])
         else:
-            fields = parse(question, data_sequences.TEMPLATES["addition"])
+            fields = parse(question, sequences.TEMPLATES["addition"])
             a, b = fields["a"], fields["b"]
             assert len(a) == len(b) == row["length"] and (len(a) == 1 or a[0] != "0" and b[0] != "0")
             total = int(a) + int(b)
@@ -257,15 +256,61 @@ def test_load_task_caches_by_settings_and_generator_code(tmp_path, monkeypatch):
     assert {name: len(rows) for name, rows in splits_of("parity").items()} == first.num_rows
     assert first["train"].to_list() == splits_of("parity")["train"]
     builder = get_builder("parity", tmp_path, **SMALL["parity"])
-    assert data_common.generator_hash() in builder.cache_dir and builder.info.splits  # found in the cache
+    assert generator_hash(type(builder), builder.config) in builder.cache_dir and builder.info.splits  # in the cache
     assert get_builder("parity", tmp_path, **{**SMALL["parity"], "seed": 3}).cache_dir != builder.cache_dir
-    monkeypatch.setattr(data_common, "generator_hash", lambda: "edited")  # as if a data_*.py file changed
+    # As if a generating table changed (the sequence family's GENERATOR lists its functions and tables).
+    edited_generator = (*sequences.SequenceBuilder.GENERATOR, "an edited template")
+    monkeypatch.setattr(sequences.SequenceBuilder, "GENERATOR", edited_generator)
     edited = get_builder("parity", tmp_path, **SMALL["parity"])
     assert edited.cache_dir != builder.cache_dir and not edited.info.splits  # regenerates
+    monkeypatch.undo()
     only_test = load_task("parity", split="test", cache_dir=tmp_path, **SMALL["parity"])
     assert list(only_test) == ["test"] and only_test["test"].to_list() == first["test"].to_list()
     with pytest.raises(ValueError, match="has no split 'dev'"):
         load_task("parity", split="dev", cache_dir=tmp_path, **SMALL["parity"])
+
+
+def test_cache_key_follows_generating_code_and_settings_not_file_names_or_card_text(tmp_path):
+    """Two copies of the package under other names: one with a family module renamed and the card text edited
+    (the dataset card's body and a builder's docstring), one with a question template edited. The first keeps the
+    key, the second moves it; so do the settings, including a default (`examples_per_length`) given explicitly."""
+    root = Path(__file__).resolve().parents[1]
+
+    def copy(name: str) -> Path:
+        folder = tmp_path / "elsewhere" / name
+        shutil.copytree(root / "data_builders", folder, ignore=shutil.ignore_patterns("__pycache__"))
+        return folder
+
+    def replace(path: Path, old: str, new: str) -> None:
+        text = path.read_text()
+        assert old in text, (path, old)
+        path.write_text(text.replace(old, new))
+
+    moved = copy("moved_builders")
+    (moved / "sequences.py").rename(moved / "string_tasks.py")
+    for path in moved.glob("*.py"):
+        path.write_text(path.read_text().replace("from .sequences import", "from .string_tasks import"))
+    replace(moved / "card.py", "Synthetic data for augmenting Llama", "Generated data for augmenting Llama")
+    replace(moved / "string_tasks.py", '"""Character-level sorting,', '"""Sorting the characters of a string,')
+    edited = copy("edited_builders")
+    replace(edited / "sequences.py", """'Sort the string "{s}"',""", """'Sort this string "{s}"',""")
+    script = (
+        "import moved_builders, edited_builders; "
+        "print(moved_builders.get_builder('sort').hash, edited_builders.get_builder('sort').hash)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "elsewhere"), str(root)])}
+    output = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
+    moved_key, edited_key = output.stdout.split()
+    key = get_builder("sort").hash
+    assert moved_key == key and edited_key != key
+    assert get_builder("sort", examples_per_length=10_000).hash == key  # the default, given: the same data
+    assert get_builder("sort", examples_per_length=9_999).hash != key
+    assert (
+        get_builder("sort", alphabet="abcdefghijklmnopqrstuvwxy").hash != key
+        and get_builder("sort", seed=1).hash != key
+    )
 
 
 def test_tasks_share_one_schema(tmp_path):
@@ -283,7 +328,8 @@ def test_export_parquet_and_card(tmp_path):
     card = DatasetCard.load(tmp_path / "out" / "README.md")
     assert card.data.configs[0]["config_name"] == "sort_spaced" and card.data.license == "apache-2.0"
     assert f"| ood_length_24 | {exported['ood_length_24'].num_rows} |" in card.text
-    assert '"separator": " "' in card.text and data_common.generator_hash() in card.text
+    key = get_builder("sort_spaced", **SMALL["sort_spaced"]).hash
+    assert '"separator": " "' in card.text and key in card.text
 
 
 def test_paper_sized_arithmetic_generates_in_seconds(tmp_path):
@@ -296,7 +342,7 @@ def test_paper_sized_arithmetic_generates_in_seconds(tmp_path):
 
 
 def test_push_to_hub_and_load_back(tmp_path):
-    from llama_delta.local_hub import local_hub
+    from tests.helpers.local_hub import local_hub
 
     with local_hub(tmp_path / "hub") as hub:
         repo = hub.repo_id("algorithmic-tasks")

@@ -7,15 +7,15 @@ import sys
 
 import pytest
 import torch
-from conftest import COPYING_SLOTS, REMOTE_CODE_FILES, TINY_LLAMA
 from huggingface_hub import HfApi, ModelCard, upload_file
 from safetensors import safe_open
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 from llama_delta.export import MeasuredResult, export_for_hub, push_to_hub
-from llama_delta.local_hub import local_hub
 from modeling_llama_delta import LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA
+from tests.helpers.configs import COPYING_SLOTS, REMOTE_CODE_FILES, TINY_LLAMA
+from tests.helpers.local_hub import local_hub
 
 EXPORT_FILES = {
     "README.md",

@@ -29,7 +29,7 @@ from modeling_llama_delta.machine import DeltaMachine
 from modeling_llama_delta.reference import ReferenceResult, binary_op, run_reference
 
 N = 128
-PROGRAMS = {n: assemble_library(n=n) for n in (128, 256)} | {20: assemble_library(["add_digits"], n=20)}
+ASSEMBLED = {n: assemble_library(n=n) for n in (128, 256)} | {20: assemble_library(["add_digits"], n=20)}
 SP = 6  # sp register index with 8 registers
 STACKED = ("fib_recursive", "fib_linear")  # programs that keep a stack from sp
 
@@ -47,7 +47,7 @@ def run(
     registers = inputs + [rng.randrange(n) for _ in range(6 - len(inputs))]
     registers.append(0 if name in STACKED else rng.randrange(n))
     result = run_reference(
-        PROGRAMS[n][name], memory_size, memory + junk_memory, registers, max_steps=step_bound(name, size) + 1
+        ASSEMBLED[n][name], memory_size, memory + junk_memory, registers, max_steps=step_bound(name, size) + 1
     )
     assert result.halted, f"{name} did not halt within {step_bound(name, size)} steps"
     assert result.steps <= step_bound(name, size)
@@ -144,12 +144,12 @@ def test_recursive_fibonacci_stack_from_any_base(name):
         base = rng.randrange(N - depth - 1)
         below = [rng.randrange(N) for _ in range(base)]
         registers = [3, 4, depth, 0, 0, 0, base]
-        result = run_reference(PROGRAMS[N][name], N, below, registers, max_steps=step_bound(name, depth))
+        result = run_reference(ASSEMBLED[N][name], N, below, registers, max_steps=step_bound(name, depth))
         assert result.halted and result.registers[0] == fibonacci(3, 4, depth, N)
         assert result.registers[SP] == base and result.memory[:base] == below
         # The first frame saved the caller's return address: the halt line.
         if depth or name == "fib_linear":
-            assert result.memory[base] == PROGRAMS[N][name].halt_line
+            assert result.memory[base] == ASSEMBLED[N][name].halt_line
 
 
 def test_strlen_count_reverse_sort():

@@ -10,7 +10,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, Repositor
 from transformers import LlamaForCausalLM
 
 from llama_delta.backbones import load_llama_backbone, minimal_llama_config
-from llama_delta.local_hub import NAMESPACE, local_hub
+from tests.helpers.local_hub import NAMESPACE, local_hub
 
 
 @pytest.fixture

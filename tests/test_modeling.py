@@ -10,13 +10,13 @@ import unittest
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import COPYING_SLOTS, TINY_LLAMA
 from safetensors.torch import load_file, save_file
 
 from modeling_llama_delta import LIBRARY, LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA, assemble, run_reference
 from modeling_llama_delta.compiler import compile_programs
 from modeling_llama_delta.configuration_llama_delta import PARSE_MODES
 from modeling_llama_delta.modeling_llama_delta import ANSWER_EPS, format_answer
+from tests.helpers.configs import COPYING_SLOTS, TINY_LLAMA
 
 # Arithmetic library (the default Λ): two parsed registers, answer r0 and r1.
 REGISTER_DELTA = dict(delta_word_size=16, delta_memory_size=8, delta_max_steps=8, delta_answer_length=2)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REMOTE_CODE_FILES, TINY_LLAMA
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 import modeling_llama_delta
 from modeling_llama_delta import LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA
+from tests.helpers.configs import REMOTE_CODE_FILES, TINY_LLAMA
 
 PACKAGE = Path(modeling_llama_delta.__file__).parent
 ALLOWED_THIRD_PARTY = {"torch", "transformers"}

