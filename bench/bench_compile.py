@@ -1,7 +1,7 @@
 """Does `torch.compile` speed up Δ's step on CPU? Eager against compiled, interleaved in one process.
 
-    OMP_NUM_THREADS=1 python bench/bench_compile.py              # n = 128, ~1 min (most of it compiling)
-    OMP_NUM_THREADS=1 python bench/bench_compile.py --n 256
+    OMP_NUM_THREADS=1 python -m bench.bench_compile              # n = 128, ~1 min (most of it compiling)
+    OMP_NUM_THREADS=1 python -m bench.bench_compile --n 256
 
 `_StepUpdate` (steps 3-6 of a step: the mix of every op's result, the writes, the counter) is the machine's
 largest node without ALU work. Its forward and backward bodies are compiled as plain functions (inductor,
@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_machine import PROGRAM, soft_inputs  # noqa: E402
-
-from modeling_llama_delta import machine as delta  # noqa: E402
+from bench.bench_machine import PROGRAM, soft_inputs
+from modeling_llama_delta import machine as delta
 
 # The node's bodies as plain functions (dynamo treats attribute access on an autograd.Function class specially).
 _UPDATE_FORWARD, _UPDATE_BACKWARD = delta._StepUpdate.forward, delta._StepUpdate.backward

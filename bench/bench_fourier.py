@@ -1,7 +1,7 @@
 """Where the structured ALU's FFT ops pay: the Δ machine loop with them on and off, interleaved in one process.
 
-    OMP_NUM_THREADS=1 python bench/bench_fourier.py                 # n = 128, 256 (about a minute)
-    OMP_NUM_THREADS=1 python bench/bench_fourier.py --sizes 1024 --steps 10
+    OMP_NUM_THREADS=1 python -m bench.bench_fourier                 # n = 128, 256 (about a minute)
+    OMP_NUM_THREADS=1 python -m bench.bench_fourier --sizes 1024 --steps 10
 
 The benchmark loop of `bench_machine.py` (add, mul, div, lt; B = 32, R = 8, M = 32, soft inputs) runs with
 `FOURIER_MIN_N` at 2 (add/mul through the FFT at every n) and above n (the level-set pass), alternating the two
@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_machine import PROGRAM, soft_inputs  # noqa: E402
-
-import modeling_llama_delta.alu as alu_module  # noqa: E402
-from modeling_llama_delta.machine import DeltaMachine  # noqa: E402
+import modeling_llama_delta.alu as alu_module
+from bench.bench_machine import PROGRAM, soft_inputs
+from modeling_llama_delta.machine import DeltaMachine
 
 
 def machine(n: int, fourier: bool) -> DeltaMachine:

@@ -1,7 +1,7 @@
 """Δ benchmark: the dense-table ALU against the table-free backends, alone and inside the whole machine.
 
-    OMP_NUM_THREADS=2 python bench/bench_machine.py            # full run (< ~10 min), writes bench/results_machine.json
-    python bench/bench_machine.py --quick                      # smoke configuration, seconds
+    OMP_NUM_THREADS=2 python -m bench.bench_machine            # full run (< ~10 min), writes bench/results_machine.json
+    python -m bench.bench_machine --quick                      # smoke configuration, seconds
 
 Measured side by side in one process: the ALU alone (forward, forward+backward; best of 5) and the
 machine forward (no grad) and forward+backward for 100 and 300 steps (after a short warm-up and the
@@ -42,10 +42,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from modeling_llama_delta.alu import ALU_BACKENDS, TableALU, build_alu  # noqa: E402
-from modeling_llama_delta.library import LIBRARY  # noqa: E402
-from modeling_llama_delta.machine import DeltaMachine  # noqa: E402
+from modeling_llama_delta.alu import ALU_BACKENDS, TableALU, build_alu
+from modeling_llama_delta.library import LIBRARY
+from modeling_llama_delta.machine import DeltaMachine
 
 # Every ALU op, a memory read and write, a conditional jump and a call; never halts.
 PROGRAM = """

@@ -4,7 +4,7 @@ Every token that spells one character (spaces aside) below n emits that characte
 other tokens emit a uniform value. The backbone learns only the gates (which tokens are elements of the string),
 not the identity of each character token. Counterpart of `numeral_pointer.py`; one element per token only.
 
-    OMP_NUM_THREADS=1 python experiments/run_sft.py --name sort-lexicon --char_lexicon -- --task sort_spaced ...
+    OMP_NUM_THREADS=1 python -m experiments.run_sft --name sort-lexicon --char_lexicon -- --task sort_spaced ...
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A trained Δ model (a run's `hub/` export) scored with Δ on the soft parse and on the arg-max (exact) parse,
 plus the parse's own accuracy against the data's input cells: is the error in the parse or in Δ's soft drift?
 
-    OMP_NUM_THREADS=1 python experiments/hard_eval.py /tmp/exp/sortsp8-st-off-long/hub --task sort_spaced \
+    OMP_NUM_THREADS=1 python -m experiments.hard_eval /tmp/exp/sortsp8-st-off-long/hub --task sort_spaced \
         --lengths 8 --ood_lengths 10 --dataset_size 2000 --ood_size 100 --max_examples 300
 """
 
@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: llama_delta, the model
-
-from llama_delta.tasks import (
-    load_task_data,  # noqa: E402
-    split_step_bound,  # noqa: E402
+from llama_delta.collator import DeltaCollator
+from llama_delta.rom_check import set_delta_max_steps
+from llama_delta.task_settings import (
+    load_task_data,
+    split_step_bound,
 )
-from llama_delta.tokenizer import load_llama3_tokenizer  # noqa: E402
-from llama_delta.training import DeltaCollator, set_delta_max_steps  # noqa: E402
-from modeling_llama_delta.modeling_llama_delta import LlamaDeltaForAlgorithmicQA  # noqa: E402
+from llama_delta.tokenizer import load_llama3_tokenizer
+from modeling_llama_delta.modeling_llama_delta import LlamaDeltaForAlgorithmicQA
 
 
 @torch.no_grad()

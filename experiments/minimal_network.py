@@ -17,17 +17,17 @@ table1's study name carries the program (`table1_fib_linear`).
 Each run takes one thread (`--jobs` runs run side by side):
 
     # measured (results/minimal_network): the routing layers random, the layer after Δ the identity, depth given
-    python experiments/minimal_network.py table1 --program fib_linear --n 128 --depths 1 2 3 4 5 6 8 12 \
+    python -m experiments.minimal_network table1 --program fib_linear --n 128 --depths 1 2 3 4 5 6 8 12 \
         --seeds 0 1 2 --steps 300 --lr 1e-1 --adam_eps 1e-16 --after_init identity --depth_input given \
         --eval_every 50 --jobs 2
-    python experiments/minimal_network.py table1 --program fib_linear --n 256 --depths 1 3 6 --seeds 0 \
+    python -m experiments.minimal_network table1 --program fib_linear --n 256 --depths 1 3 6 --seeds 0 \
         --steps 450 --jobs 2 --lr 1e-1 --adam_eps 1e-16 --after_init identity --depth_input given --eval_every 50 \
         --out experiments/results/minimal_network/base256
-    OMP_NUM_THREADS=1 python experiments/minimal_network.py table1 --program fib --n 128 --depths 1 2 3 4 5 6 \
+    OMP_NUM_THREADS=1 python -m experiments.minimal_network table1 --program fib --n 128 --depths 1 2 3 4 5 6 \
         --seeds 0 1 --steps 250 --lr 1e-1 --after_init identity --depth_input given --eval_every 50
-    OMP_NUM_THREADS=1 python experiments/minimal_network.py fig3 --n 16 --alus table circuit structured \
+    OMP_NUM_THREADS=1 python -m experiments.minimal_network fig3 --n 16 --alus table circuit structured \
         --seeds 0 1 --steps 150 --lr 1e-1 --after_init identity --eval_every 25
-    OMP_NUM_THREADS=1 python experiments/minimal_network.py table1 --quick   # seconds: n = 16, depths 1-2, 1 seed
+    OMP_NUM_THREADS=1 python -m experiments.minimal_network table1 --quick   # seconds: n = 16, depths 1-2, 1 seed
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,10 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the packages are at the root
-
-from modeling_llama_delta.library import LIBRARY, memory_needed, step_bound  # noqa: E402
-from modeling_llama_delta.machine import DeltaMachine  # noqa: E402
+from modeling_llama_delta.library import LIBRARY, memory_needed, step_bound
+from modeling_llama_delta.machine import DeltaMachine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "minimal_network"
 

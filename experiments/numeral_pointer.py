@@ -6,7 +6,7 @@ no numeral below n). The backbone then only has to learn *where* x and y are and
 not the identity of 128 number embeddings. If this converges in an epoch while the learned `slots` classifier
 does not, the bottleneck is learning number identity from answer-only supervision.
 
-    OMP_NUM_THREADS=1 python experiments/run_sft.py --name arith-pointer --numeral_pointer -- \
+    OMP_NUM_THREADS=1 python -m experiments.run_sft --name arith-pointer --numeral_pointer -- \
         --task arithmetic --parse_mode slots --dataset_size 10000 --num_train_epochs 6
 """
 

@@ -6,7 +6,7 @@ gradient then goes, not through Δ's Jacobian over hundreds of steps (which expl
 its soft distribution is the mean of those cells' soft parse. Forward: exactly Δ's one-hot answer. This is what
 a "detach control, keep data" option inside Δ would give for any program that only moves values.
 
-    OMP_NUM_THREADS=1 python experiments/run_sft.py --name sort-surrogate --permutation_surrogate -- \
+    OMP_NUM_THREADS=1 python -m experiments.run_sft --name sort-surrogate --permutation_surrogate -- \
         --task sort_spaced --lengths 8 --ood_lengths 10
 """
 

@@ -1,14 +1,14 @@
-"""One `train_sft.py` run with Δ options its CLI lacks, summarised as a small JSON record.
+"""One `train_sft.py` run (`llama_delta.sft`) with Δ options its CLI lacks, summarised as a small JSON record.
 
 `--straight_through` sets `delta_straight_through` (Δ runs on the arg-max one-hot parse, gradients go to the soft
-parse); every other flag goes to `train_sft.main` unchanged. The record (`<out>/<name>.json`) holds the validation
+parse); every other flag goes to `llama_delta.sft.main` unchanged. The record (`<out>/<name>.json`) holds the validation
 metrics per epoch, the training-loss trend, the gradient norms the Trainer logged (finite? largest?) and the test
 results, so runs can be compared in one table (`experiments/summarize.py`). `--numeral_pointer` swaps in the
 diagnostic arithmetic parse of `experiments/numeral_pointer.py`, `--permutation_surrogate` the diagnostic sort
 gradient of `experiments/permutation_surrogate.py`, `--char_lexicon` the string parse of
 `experiments/char_lexicon.py`.
 
-    OMP_NUM_THREADS=1 python experiments/run_sft.py --name arith-slots-1e-2 -- \
+    OMP_NUM_THREADS=1 python -m experiments.run_sft --name arith-slots-1e-2 -- \
         --task arithmetic --parse_mode slots --learning_rate 1e-2 --max_train_samples 4000 --num_train_epochs 4
 """
 
@@ -17,17 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train_sft.py lives at the repository root
-
-import train_sft  # noqa: E402
-from experiments.char_lexicon import install_char_lexicon  # noqa: E402
-from experiments.numeral_pointer import install_numeral_pointer  # noqa: E402
-from experiments.permutation_surrogate import install_permutation_surrogate  # noqa: E402
-from llama_delta.tokenizer import load_llama3_tokenizer  # noqa: E402
+from experiments.char_lexicon import install_char_lexicon
+from experiments.numeral_pointer import install_numeral_pointer
+from experiments.permutation_surrogate import install_permutation_surrogate
+from llama_delta import sft
+from llama_delta.tokenizer import load_llama3_tokenizer
 
 DIAGNOSTICS = ("numeral_pointer", "permutation_surrogate", "char_lexicon")
 
@@ -64,7 +61,7 @@ def time_budget_callback(budget_s: float) -> type:
     """`StopAtExactMatch` that also stops (after one last validation) once training has run `budget_s` seconds,
     so that runs of different cost per step get the same wall-clock budget."""
 
-    class StopAtExactMatchOrBudget(train_sft.StopAtExactMatch):
+    class StopAtExactMatchOrBudget(sft.StopAtExactMatch):
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.time()
 
@@ -97,26 +94,26 @@ def main(argv: list[str] | None = None) -> dict:
     rest = [arg for arg in rest if arg != "--"]
 
     # train_sft's CLI has no straight-through flag: add it to the Δ settings the task derives.
-    derive = train_sft.delta_settings
+    derive = sft.delta_settings
 
     def settings_with_options(*positional, **keywords):
         settings = derive(*positional, **keywords)
         settings.delta_config["delta_straight_through"] = args.straight_through
         return settings
 
-    train_sft.delta_settings = settings_with_options
+    sft.delta_settings = settings_with_options
     # Keep the trainer's log history (per-epoch validation, losses, gradient norms) of the finished run.
     captured: dict = {}
-    train = train_sft.train_delta
+    train = sft.train_delta
 
     def train_and_capture(*positional, **keywords):
         run = train(*positional, **keywords)
         captured["log_history"] = list(run.trainer.state.log_history)
         return run
 
-    train_sft.train_delta = train_and_capture
+    sft.train_delta = train_and_capture
     if args.numeral_pointer or args.permutation_surrogate or args.char_lexicon:
-        build = train_sft.build_delta_model
+        build = sft.build_delta_model
 
         def build_with_diagnostics(*positional, **keywords):
             model = build(*positional, **keywords)
@@ -128,13 +125,13 @@ def main(argv: list[str] | None = None) -> dict:
                 install_permutation_surrogate(model)
             return model
 
-        train_sft.build_delta_model = build_with_diagnostics
+        sft.build_delta_model = build_with_diagnostics
     if args.time_budget_s is not None:
-        train_sft.StopAtExactMatch = time_budget_callback(args.time_budget_s)
+        sft.StopAtExactMatch = time_budget_callback(args.time_budget_s)
 
     started = time.time()
     out = Path(args.out)
-    report = train_sft.main([*rest, "--output_dir", str(out / args.name)])
+    report = sft.main([*rest, "--output_dir", str(out / args.name)])
     record = {
         "name": args.name,
         "argv": rest,

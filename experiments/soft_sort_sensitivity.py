@@ -8,26 +8,22 @@ g = 1 - 6e-6 gives 25% element accuracy; only an exactly one-hot parse sorts. Pa
 (a wrong branch's registers steer the right branch), so gradients through hundreds of soft steps point the wrong
 way; `delta_parse_samples` trains on exact runs of sampled parses instead.
 
-    python experiments/soft_sort_sensitivity.py --length 8 --logits -2 0 1 2 3 5 9 12 20
+    python -m experiments.soft_sort_sensitivity --length 8 --logits -2 0 1 2 3 5 9 12 20
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the packages are at the root
-
-from llama_delta.tasks import delta_settings, load_task_data  # noqa: E402
-from llama_delta.tokenizer import load_llama3_tokenizer  # noqa: E402
-from modeling_llama_delta import LlamaDeltaConfig  # noqa: E402
-from modeling_llama_delta.machine import DeltaMachine  # noqa: E402
-from modeling_llama_delta.modeling_llama_delta import (  # noqa: E402
+from llama_delta.task_settings import delta_settings, load_task_data
+from llama_delta.tokenizer import load_llama3_tokenizer
+from modeling_llama_delta import LlamaDeltaConfig
+from modeling_llama_delta.machine import DeltaMachine
+from modeling_llama_delta.modeling_llama_delta import (
     ANSWER_EPS,
     compact_elements,
     spell_token_values,

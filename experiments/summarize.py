@@ -1,6 +1,6 @@
 """The records `experiments/run_sft.py` wrote, as one markdown table (and the validation curve of each run).
 
-python experiments/summarize.py /tmp/exp > /tmp/exp/table.md
+python -m experiments.summarize /tmp/exp > /tmp/exp/table.md
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """The §4.1 minimal network (experiments/minimal_network.py) learns to route one-hot inputs through Δ."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-
-from minimal_network import RunConfig, train  # noqa: E402
+from experiments.minimal_network import RunConfig, train
 
 
 def test_fibonacci_depth_1_learns_from_answers_only():

@@ -5,7 +5,6 @@ import math
 import random
 import re
 import tempfile
-import unittest
 
 import pytest
 import torch
@@ -110,192 +109,203 @@ class LlamaDeltaModelTester:
         return inputs
 
 
-class LlamaDeltaModelTest(unittest.TestCase):
-    def setUp(self):
-        self.tester = LlamaDeltaModelTester()
+@pytest.fixture
+def tester() -> LlamaDeltaModelTester:
+    return LlamaDeltaModelTester()
 
-    def test_forward_shapes_and_loss_only_with_labels(self):
-        config = self.tester.get_config()
-        model = tiny_model(config)
-        inputs = self.tester.prepare_inputs(config)
-        b, k, n, p = self.tester.batch_size, config.delta_answer_length, config.delta_word_size, 7
-        with torch.no_grad():
-            without = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-            out = model(**inputs)
-        self.assertIsNone(without.loss)
-        self.assertEqual(out.answer_logits.shape, (b, k, n))
-        self.assertEqual(out.selection.shape, (b, p))
-        self.assertEqual(out.halt_probability.shape, (b,))
-        self.assertEqual(out.parsed_registers.shape, (b, config.delta_input_registers, n))
-        self.assertEqual(out.parsed_memory.shape, (b, 0, n))
-        torch.testing.assert_close(out.answer_logits, without.answer_logits, rtol=0, atol=0)
-        torch.testing.assert_close(out.selection.sum(-1), torch.ones(b))
-        torch.testing.assert_close(out.answer_logits.exp().sum(-1), torch.ones(b, k), atol=1e-4, rtol=0)
-        # The loss is the mean negative log-likelihood over the answer elements that are not -100.
-        labels = inputs["labels"]
-        valid = labels != -100
-        picked = out.answer_logits.gather(-1, labels.clamp(min=0)[..., None])[..., 0]  # (B, K)
-        self.assertTrue(torch.isfinite(out.loss))
-        torch.testing.assert_close(out.loss, -picked[valid].mean())
 
-    def test_gradients_reach_backbone_parser_and_parsed_state(self):
-        for delta in (REGISTER_DELTA, MEMORY_DELTA):
-            with self.subTest(delta=sorted(delta)):
-                config = self.tester.get_config(delta)
-                model = tiny_model(config).train()
-                inputs = self.tester.prepare_inputs(config)
-                embeds = model.model.embed_tokens(inputs.pop("input_ids"))  # (B, T, H)
-                embeds.retain_grad()
-                out = model(inputs_embeds=embeds, **inputs)
-                parsed = out.parsed_registers if config.delta_input_registers else out.parsed_memory
-                parsed.retain_grad()
-                out.loss.backward()
-                self.assertTrue(torch.isfinite(out.loss))
-                for name, parameter in model.named_parameters():
-                    used = not name.startswith(("model.layers.1.", "model.norm."))
-                    if used:  # delta_feature_layer = -2: the head reads the output of layer 0
-                        self.assertIsNotNone(parameter.grad, name)
-                        self.assertTrue(torch.isfinite(parameter.grad).all(), name)
-                        if name.startswith(("model.layers.0.", "delta_head.parser.values", "delta_head.parser.select")):
-                            self.assertGreater(parameter.grad.abs().sum().item(), 0, name)
-                    else:
-                        self.assertIsNone(parameter.grad, name)
-                self.assertGreater(embeds.grad.abs().sum().item(), 0)
-                self.assertGreater(parsed.grad.abs().sum().item(), 0)
+def test_forward_shapes_and_loss_only_with_labels(tester):
+    config = tester.get_config()
+    model = tiny_model(config)
+    inputs = tester.prepare_inputs(config)
+    b, k, n, p = tester.batch_size, config.delta_answer_length, config.delta_word_size, 7
+    with torch.no_grad():
+        without = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        out = model(**inputs)
+    assert without.loss is None
+    assert out.answer_logits.shape == (b, k, n)
+    assert out.selection.shape == (b, p)
+    assert out.halt_probability.shape == (b,)
+    assert out.parsed_registers.shape == (b, config.delta_input_registers, n)
+    assert out.parsed_memory.shape == (b, 0, n)
+    torch.testing.assert_close(out.answer_logits, without.answer_logits, rtol=0, atol=0)
+    torch.testing.assert_close(out.selection.sum(-1), torch.ones(b))
+    torch.testing.assert_close(out.answer_logits.exp().sum(-1), torch.ones(b, k), atol=1e-4, rtol=0)
+    # The loss is the mean negative log-likelihood over the answer elements that are not -100.
+    labels = inputs["labels"]
+    valid = labels != -100
+    picked = out.answer_logits.gather(-1, labels.clamp(min=0)[..., None])[..., 0]  # (B, K)
+    assert torch.isfinite(out.loss)
+    torch.testing.assert_close(out.loss, -picked[valid].mean())
 
-    def test_rom_is_a_persistent_frozen_buffer(self):
-        config = self.tester.get_config()
-        model = tiny_model(config).train()
-        machine = model.delta_head.machine
-        self.assertIn("delta_head.machine.rom", model.state_dict())
-        self.assertNotIn("delta_head.machine.rom", dict(model.named_parameters()))
-        self.assertFalse(machine.rom.requires_grad)
-        before = machine.rom.clone()
-        torch.testing.assert_close(before, fresh_rom(config), rtol=0, atol=0)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-        inputs = self.tester.prepare_inputs(config)
-        for _ in range(3):
-            optimizer.zero_grad()
-            model(**inputs).loss.backward()
-            optimizer.step()
-        self.assertIsNone(machine.rom.grad)
-        self.assertTrue(torch.equal(machine.rom, before))
-        with tempfile.TemporaryDirectory() as folder:
-            model.save_pretrained(folder)
-            self.assertTrue(torch.equal(load_file(f"{folder}/model.safetensors")["delta_head.machine.rom"], before))
 
-    def test_save_load_round_trip(self):
-        config = self.tester.get_config()
-        model = tiny_model(config)
-        inputs = self.tester.prepare_inputs(config)
-        with tempfile.TemporaryDirectory() as folder:
-            model.save_pretrained(folder)
-            loaded = LlamaDeltaForAlgorithmicQA.from_pretrained(folder).eval()
-        self.assertEqual(loaded.config.to_dict()["delta_programs"], config.delta_programs)
-        self.assertEqual(loaded.state_dict().keys(), model.state_dict().keys())
-        for key, value in model.state_dict().items():
-            self.assertTrue(torch.equal(loaded.state_dict()[key], value), key)
-        same_buffers(loaded, model)
-        with torch.no_grad():
-            expected, got = model(**inputs), loaded(**inputs)
-        for field in ("loss", "answer_logits", "selection", "halt_probability", "parsed_registers"):
-            torch.testing.assert_close(getattr(got, field), getattr(expected, field), rtol=0, atol=0)
+@pytest.mark.parametrize("delta", [REGISTER_DELTA, MEMORY_DELTA], ids=["registers", "memory"])
+def test_gradients_reach_backbone_parser_and_parsed_state(tester, delta):
+    config = tester.get_config(delta)
+    model = tiny_model(config).train()
+    inputs = tester.prepare_inputs(config)
+    embeds = model.model.embed_tokens(inputs.pop("input_ids"))  # (B, T, H)
+    embeds.retain_grad()
+    out = model(inputs_embeds=embeds, **inputs)
+    parsed = out.parsed_registers if config.delta_input_registers else out.parsed_memory
+    parsed.retain_grad()
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    for name, parameter in model.named_parameters():
+        used = not name.startswith(("model.layers.1.", "model.norm."))
+        if used:  # delta_feature_layer = -2: the head reads the output of layer 0
+            assert parameter.grad is not None, name
+            assert torch.isfinite(parameter.grad).all(), name
+            if name.startswith(("model.layers.0.", "delta_head.parser.values", "delta_head.parser.select")):
+                assert parameter.grad.abs().sum().item() > 0, name
+        else:
+            assert parameter.grad is None, name
+    assert embeds.grad.abs().sum().item() > 0
+    assert parsed.grad.abs().sum().item() > 0
 
-    def test_missing_rom_is_rebuilt_from_the_sources(self):
-        config = self.tester.get_config()
-        model = tiny_model(config)
-        with tempfile.TemporaryDirectory() as folder:
-            model.save_pretrained(folder)
-            weights = load_file(f"{folder}/model.safetensors")
-            del weights["delta_head.machine.rom"]
-            save_file(weights, f"{folder}/model.safetensors", metadata={"format": "pt"})
-            loaded = LlamaDeltaForAlgorithmicQA.from_pretrained(folder)
-        torch.testing.assert_close(loaded.delta_head.machine.rom, fresh_rom(config), rtol=0, atol=0)
-        same_buffers(loaded, model)
 
-    def test_tampered_rom_is_refused(self):
-        config = self.tester.get_config()
-        model = tiny_model(config)
-        names = list(config.delta_programs)
-        with tempfile.TemporaryDirectory() as folder:
-            model.save_pretrained(folder)
-            weights = load_file(f"{folder}/model.safetensors")
-            rom = weights["delta_head.machine.rom"]
-            rom[names.index("mul"), 0] = rom[names.index("add"), 0]  # mul's first line now adds
-            save_file(weights, f"{folder}/model.safetensors", metadata={"format": "pt"})
-            with self.assertRaisesRegex(ValueError, r"'mul'.*lines \[0\]"):
-                LlamaDeltaForAlgorithmicQA.from_pretrained(folder)
+def test_rom_is_a_persistent_frozen_buffer(tester):
+    config = tester.get_config()
+    model = tiny_model(config).train()
+    machine = model.delta_head.machine
+    assert "delta_head.machine.rom" in model.state_dict()
+    assert "delta_head.machine.rom" not in dict(model.named_parameters())
+    assert not machine.rom.requires_grad
+    before = machine.rom.clone()
+    torch.testing.assert_close(before, fresh_rom(config), rtol=0, atol=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    inputs = tester.prepare_inputs(config)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(**inputs).loss.backward()
+        optimizer.step()
+    assert machine.rom.grad is None
+    assert torch.equal(machine.rom, before)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        assert torch.equal(load_file(f"{folder}/model.safetensors")["delta_head.machine.rom"], before)
 
-    def test_source_that_does_not_assemble_is_refused(self):
-        config = self.tester.get_config()
-        broken = config.delta_programs["add"].replace("add r0, r0, r1", "add r0, r0, r1\n    bogus r1")
-        line = broken.splitlines().index("    bogus r1") + 1
-        # In a checkpoint's config.json ...
-        model = tiny_model(config)
-        with tempfile.TemporaryDirectory() as folder:
-            model.save_pretrained(folder)
-            saved = LlamaDeltaConfig.from_pretrained(folder)
-            saved.delta_programs = {**saved.delta_programs, "add": broken}
-            saved.to_json_file(f"{folder}/config.json")
-            with self.assertRaisesRegex(ValueError, rf"'add'.*line {line}\b.*bogus"):
-                LlamaDeltaForAlgorithmicQA.from_pretrained(folder)
-        # ... and in a config edited after the model was built.
-        model.config.delta_programs = {**config.delta_programs, "add": broken}
-        with self.assertRaisesRegex(ValueError, rf"'add'.*line {line}\b.*bogus"):
-            model.verify_library()
 
-    def test_from_pretrained_overrides_are_validated(self):
-        # from_pretrained sets keyword overrides on the config after it was built (and validated)
-        config = self.tester.get_config()
-        with tempfile.TemporaryDirectory() as folder:
-            tiny_model(config).save_pretrained(folder)
-            with self.assertRaisesRegex(ValueError, r"delta_answer_length = 50 is out of range: allowed 1\.\.8"):
-                LlamaDeltaForAlgorithmicQA.from_pretrained(folder, delta_answer_length=50)
-            with self.assertRaisesRegex(ValueError, r"delta_parse_mode = 'bogus' is not one of last_token"):
-                LlamaDeltaForAlgorithmicQA.from_pretrained(folder, delta_parse_mode="bogus")
+def test_save_load_round_trip(tester):
+    config = tester.get_config()
+    model = tiny_model(config)
+    inputs = tester.prepare_inputs(config)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        loaded = LlamaDeltaForAlgorithmicQA.from_pretrained(folder).eval()
+    assert loaded.config.to_dict()["delta_programs"] == config.delta_programs
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    same_buffers(loaded, model)
+    with torch.no_grad():
+        expected, got = model(**inputs), loaded(**inputs)
+    for field in ("loss", "answer_logits", "selection", "halt_probability", "parsed_registers"):
+        torch.testing.assert_close(getattr(got, field), getattr(expected, field), rtol=0, atol=0)
 
-    def test_alu_swap_after_loading_gives_the_same_one_hot_outputs(self):
-        config = self.tester.get_config()
-        model = tiny_model(config)
-        force_parse(model, [], [13, 6], "mul")
-        inputs = self.tester.prepare_inputs(config, with_labels=False)
-        with tempfile.TemporaryDirectory() as folder:
-            model.save_pretrained(folder)
-            loaded = LlamaDeltaForAlgorithmicQA.from_pretrained(folder).eval()
-        with torch.no_grad():
-            expected = loaded(**inputs).answer_logits
-            for alu in ("table", "circuit", "structured"):
-                loaded.delta_head.machine.set_alu(alu)
-                torch.testing.assert_close(loaded(**inputs).answer_logits, expected, rtol=0, atol=0, msg=alu)
-        answer = reference_answer(config, "mul", [], [13, 6])
-        torch.testing.assert_close(expected, exact_answer_logits([answer] * len(expected), 16), rtol=0, atol=0)
 
-    def test_accepts_loss_kwargs_is_false(self):
-        # Trainer would otherwise rescale the loss by gradient-accumulation steps (OFFLINE-STACK.md).
-        self.assertIs(LlamaDeltaForAlgorithmicQA.accepts_loss_kwargs, False)
+def test_missing_rom_is_rebuilt_from_the_sources(tester):
+    config = tester.get_config()
+    model = tiny_model(config)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        weights = load_file(f"{folder}/model.safetensors")
+        del weights["delta_head.machine.rom"]
+        save_file(weights, f"{folder}/model.safetensors", metadata={"format": "pt"})
+        loaded = LlamaDeltaForAlgorithmicQA.from_pretrained(folder)
+    torch.testing.assert_close(loaded.delta_head.machine.rom, fresh_rom(config), rtol=0, atol=0)
+    same_buffers(loaded, model)
 
-    def test_from_pretrained_with_loading_info(self):
-        config = self.tester.get_config()
-        with tempfile.TemporaryDirectory() as folder:
-            tiny_model(config).save_pretrained(folder)
-            model, info = LlamaDeltaForAlgorithmicQA.from_pretrained(folder, output_loading_info=True)
-        self.assertIsInstance(model, LlamaDeltaForAlgorithmicQA)
-        self.assertEqual(info["missing_keys"], set())
 
-    def test_bfloat16_backbone_keeps_delta_in_float32(self):
-        config = self.tester.get_config()
-        inputs = self.tester.prepare_inputs(config)
-        with tempfile.TemporaryDirectory() as folder:
-            tiny_model(config).save_pretrained(folder)
-            model = LlamaDeltaForAlgorithmicQA.from_pretrained(folder, dtype=torch.bfloat16)
-        self.assertEqual(model.model.embed_tokens.weight.dtype, torch.bfloat16)
-        for name, tensor in [*model.delta_head.named_parameters(), *model.delta_head.named_buffers()]:
-            if tensor.is_floating_point():
-                self.assertEqual(tensor.dtype, torch.float32, name)
-        with torch.no_grad():
-            out = model(**inputs)
-        self.assertEqual(out.answer_logits.dtype, torch.float32)
-        self.assertTrue(torch.isfinite(out.loss))
+def test_tampered_rom_is_refused(tester):
+    config = tester.get_config()
+    model = tiny_model(config)
+    names = list(config.delta_programs)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        weights = load_file(f"{folder}/model.safetensors")
+        rom = weights["delta_head.machine.rom"]
+        rom[names.index("mul"), 0] = rom[names.index("add"), 0]  # mul's first line now adds
+        save_file(weights, f"{folder}/model.safetensors", metadata={"format": "pt"})
+        with pytest.raises(ValueError, match=r"'mul'.*lines \[0\]"):
+            LlamaDeltaForAlgorithmicQA.from_pretrained(folder)
+
+
+def test_source_that_does_not_assemble_is_refused(tester):
+    config = tester.get_config()
+    broken = config.delta_programs["add"].replace("add r0, r0, r1", "add r0, r0, r1\n    bogus r1")
+    line = broken.splitlines().index("    bogus r1") + 1
+    # In a checkpoint's config.json ...
+    model = tiny_model(config)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        saved = LlamaDeltaConfig.from_pretrained(folder)
+        saved.delta_programs = {**saved.delta_programs, "add": broken}
+        saved.to_json_file(f"{folder}/config.json")
+        with pytest.raises(ValueError, match=rf"'add'.*line {line}\b.*bogus"):
+            LlamaDeltaForAlgorithmicQA.from_pretrained(folder)
+    # ... and in a config edited after the model was built.
+    model.config.delta_programs = {**config.delta_programs, "add": broken}
+    with pytest.raises(ValueError, match=rf"'add'.*line {line}\b.*bogus"):
+        model.verify_library()
+
+
+def test_from_pretrained_overrides_are_validated(tester):
+    # from_pretrained sets keyword overrides on the config after it was built (and validated)
+    config = tester.get_config()
+    with tempfile.TemporaryDirectory() as folder:
+        tiny_model(config).save_pretrained(folder)
+        with pytest.raises(ValueError, match=r"delta_answer_length = 50 is out of range: allowed 1\.\.8"):
+            LlamaDeltaForAlgorithmicQA.from_pretrained(folder, delta_answer_length=50)
+        with pytest.raises(ValueError, match=r"delta_parse_mode = 'bogus' is not one of last_token"):
+            LlamaDeltaForAlgorithmicQA.from_pretrained(folder, delta_parse_mode="bogus")
+
+
+def test_alu_swap_after_loading_gives_the_same_one_hot_outputs(tester):
+    config = tester.get_config()
+    model = tiny_model(config)
+    force_parse(model, [], [13, 6], "mul")
+    inputs = tester.prepare_inputs(config, with_labels=False)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        loaded = LlamaDeltaForAlgorithmicQA.from_pretrained(folder).eval()
+    with torch.no_grad():
+        expected = loaded(**inputs).answer_logits
+        for alu in ("table", "circuit", "structured"):
+            loaded.delta_head.machine.set_alu(alu)
+            torch.testing.assert_close(loaded(**inputs).answer_logits, expected, rtol=0, atol=0, msg=alu)
+    answer = reference_answer(config, "mul", [], [13, 6])
+    torch.testing.assert_close(expected, exact_answer_logits([answer] * len(expected), 16), rtol=0, atol=0)
+
+
+def test_accepts_loss_kwargs_is_false():
+    # Trainer would otherwise rescale the loss by gradient-accumulation steps (OFFLINE-STACK.md).
+    assert LlamaDeltaForAlgorithmicQA.accepts_loss_kwargs is False
+
+
+def test_from_pretrained_with_loading_info(tester):
+    config = tester.get_config()
+    with tempfile.TemporaryDirectory() as folder:
+        tiny_model(config).save_pretrained(folder)
+        model, info = LlamaDeltaForAlgorithmicQA.from_pretrained(folder, output_loading_info=True)
+    assert isinstance(model, LlamaDeltaForAlgorithmicQA)
+    assert info["missing_keys"] == set()
+
+
+def test_bfloat16_backbone_keeps_delta_in_float32(tester):
+    config = tester.get_config()
+    inputs = tester.prepare_inputs(config)
+    with tempfile.TemporaryDirectory() as folder:
+        tiny_model(config).save_pretrained(folder)
+        model = LlamaDeltaForAlgorithmicQA.from_pretrained(folder, dtype=torch.bfloat16)
+    assert model.model.embed_tokens.weight.dtype == torch.bfloat16
+    for name, tensor in [*model.delta_head.named_parameters(), *model.delta_head.named_buffers()]:
+        if tensor.is_floating_point():
+            assert tensor.dtype == torch.float32, name
+    with torch.no_grad():
+        out = model(**inputs)
+    assert out.answer_logits.dtype == torch.float32
+    assert torch.isfinite(out.loss)
 
 
 @pytest.mark.parametrize("mode", PARSE_MODES)
