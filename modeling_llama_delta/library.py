@@ -363,13 +363,15 @@ def min_registers(name: str) -> int:
     return max(scratch) + 3
 
 
-class Machine(NamedTuple):
+class MachineSize(NamedTuple):
+    """The smallest Δ a library program needs: word size, registers, memory cells (`minimum_machine`)."""
+
     n: int
     num_registers: int
     memory_size: int
 
 
-def minimum_machine(name: str, size: int = 0) -> Machine:
+def minimum_machine(name: str, size: int = 0) -> MachineSize:
     """Smallest machine that runs `name` correctly on every input of `size` (see `size_meaning`).
 
     n covers the ROM (program + trailing halt), the memory, the size itself as a register value and
@@ -379,7 +381,7 @@ def minimum_machine(name: str, size: int = 0) -> Machine:
     memory_size = memory_needed(name, size)
     size_as_value = 0 if name in BINARY_PROGRAMS else size + 1  # a length or depth sits in a register
     n = max(rom_lines, MIN_WORD_SIZE.get(name, 2), memory_size, size_as_value)
-    return Machine(n, min_registers(name), memory_size)
+    return MachineSize(n, min_registers(name), memory_size)
 
 
 def assemble_library(names: Iterable[str] | None = None, n: int = 128, num_registers: int = 8) -> dict[str, Program]:
