@@ -84,7 +84,7 @@ class ScriptArguments:
     delta_checkpoint_steps: int = field(default=0, metadata={"help": "recompute blocks of Δ steps in backward"})
     parse_samples: int | None = field(
         default=None,
-        metadata={"help": "0: Δ runs the soft parse; S >= 2: exact runs on S sampled parses (default: 4 for strings)"},
+        metadata={"help": "0: Δ runs the soft parse; S >= 2: exact Δ runs on S sampled parses (default: 8, strings)"},
     )
     use_peft: bool = field(default=False, metadata={"help": "LoRA adapters + the full Δ head instead of all weights"})
     lora_r: int = 16
