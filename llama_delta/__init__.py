@@ -3,9 +3,9 @@
 
 | module | what |
 |---|---|
-| `backbones`, `tokenizer`, `build` | the Llama backbones (scratch, GGUF, folders), the Llama 3 tokenizer, `build_delta_model` |
+| `backbones`, `tokenizer`, `build` | Llama backbones (scratch, GGUF, folder), Llama 3 tokenizer, `build_delta_model` |
 | `task_settings` | task -> Δ settings: library, machine size, parse mode, answer place and format, step bounds |
-| `collator`, `callbacks`, `rom_check` | training pieces: the Δ data collator, early stopping, the frozen-library check |
+| `collator`, `callbacks`, `rom_check` | training pieces: the Δ collator, early stopping, the frozen-library check |
 | `metrics`, `exact_match` | exact match and element accuracy with breakdowns (`exact_match`: an `evaluate` module) |
 | `text_baseline` | the plain fine-tuning baseline: prompts, greedy answers parsed back, scored like Δ |
 | `presets`, `report`, `sft` | YAML presets -> flags; the run report; the recipe `train_sft.py` runs |

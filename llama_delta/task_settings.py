@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 
 import datasets
 
-from modeling_llama_delta.configuration_llama_delta import PARSE_MODES
 from data_builders import TASKS, load_task
+from modeling_llama_delta.configuration_llama_delta import PARSE_MODES
 from modeling_llama_delta.library import BINARY_PROGRAMS, LIBRARY, memory_needed, step_bound
-
 
 # task -> the library Λ it gets by default: the program(s) its data needs (Δ runs every held program at every
 # step, so each extra program multiplies Δ's cost); `--programs` adds distractors.
