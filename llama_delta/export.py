@@ -114,7 +114,8 @@ The model class ships with the weights (`custom_code`): it needs `torch` and `tr
 from transformers import AutoModel, AutoTokenizer
 
 model = AutoModel.from_pretrained("{{ repo_id }}", trust_remote_code=True)
-tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}")
+# AutoTokenizer reads config.json too, whose auto_map would otherwise stop at a "run the custom code? [y/N]" prompt
+tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}", trust_remote_code=True)
 print(model.solve(["{{ example_question }}"], tokenizer))  # a list of answer strings
 ```
 
