@@ -89,7 +89,7 @@ class Program:
         if entry is None:
             return 0
         if entry not in self.functions:
-            raise ValueError(f"unknown entry function {entry!r}; defined: {sorted(self.functions)}")
+            raise ValueError(f"unknown entry function {excerpt(str(entry))}; defined: {sorted(self.functions)}")
         return self.functions[entry]
 
     def initial_registers(self, registers=()) -> list[int]:

@@ -47,7 +47,7 @@ def check_case(case) -> None:
         if name not in CASE_FIELDS:
             close = difflib.get_close_matches(str(name), CASE_FIELDS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown field {name!r}{hint}; the fields are: {', '.join(CASE_FIELDS)}")
+            raise ValueError(f"unknown field {excerpt(name)}{hint}; the fields are: {', '.join(CASE_FIELDS)}")
     for name, (required, kind, allowed) in CASE_FIELDS.items():
         if name not in case:
             if required:

@@ -129,6 +129,7 @@ def config(**overrides) -> LlamaDeltaConfig:
         (dict(delta_programs={}), "delta_programs is empty"),
         (dict(delta_token_values=[1], delta_parse_mode="slots"), "delta_token_values must be a dict"),
         (dict(dtype="float7"), "dtype = 'float7' is not a torch dtype name"),
+        (dict(delta_token_values={"١": 1}, delta_parse_mode="slots"), "delta_token_values key '١' is not a token id"),
         (dict(torch_dtype="float7"), "torch_dtype = 'float7' is not a torch dtype name"),
         (
             dict(delta_num_registers=6, delta_programs={"sort": LIBRARY["sort"]}),
