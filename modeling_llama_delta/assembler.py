@@ -140,7 +140,7 @@ def excerpt(text: str, limit: int = _EXCERPT) -> str:
 
 
 def split_lines(source: str) -> list[str]:
-    """Lines of assembly text: only "\n", "\r\n" and "\r" end a line (`str.splitlines` would also break on U+2028,
+    """Lines of assembly text: only "\\n", "\\r\\n" and "\\r" end a line (`str.splitlines` would also break on U+2028,
     U+0085, form feed... inside a comment, hiding an instruction there)."""
     return _LINE_BREAK.split(source)
 
@@ -249,7 +249,7 @@ def assemble(source: str, n: int, num_registers: int) -> Program:
     """Assemble ISA text for a machine of word size `n` with `num_registers` registers.
 
     Two passes: the first collects labels and instruction lines, the second resolves operands.
-    Every mistake is an `AssemblyError` naming the 1-based line (lines end at "\n", "\r\n" or "\r").
+    Every mistake is an `AssemblyError` naming the 1-based line (lines end at "\\n", "\\r\\n" or "\\r").
     """
     if not isinstance(source, str):
         raise TypeError(f"assembly source must be a str, got {type(source).__name__}")
@@ -270,8 +270,6 @@ def assemble(source: str, n: int, num_registers: int) -> Program:
             _check_ascii(text)
             _collect_line(number, raw, text, labels, functions, pending, num_registers)
         except ValueError as error:
-            if isinstance(error, AssemblyError):
-                raise
             raise AssemblyError(number, raw, str(error)) from None
 
     if len(pending) + 1 > n:
@@ -290,7 +288,15 @@ def assemble(source: str, n: int, num_registers: int) -> Program:
     return Program(tuple(instructions), n, num_registers, labels, functions, source)
 
 
-def _collect_line(number, raw, text, labels, functions, pending, num_registers) -> None:
+def _collect_line(
+    number: int,
+    raw: str,
+    text: str,
+    labels: dict[str, int],
+    functions: dict[str, int],
+    pending: list[tuple[int, str, str, list[str]]],
+    num_registers: int,
+) -> None:
     """First pass over one comment-free line: a `.func`, labels, then at most one instruction."""
     head, _, name = _WORD.fullmatch(text).groups()
     if head.lower() == ".func":
@@ -322,7 +328,9 @@ def _collect_line(number, raw, text, labels, functions, pending, num_registers) 
     pending.append((number, raw, mnemonic.lower(), _split_operands(rest)))
 
 
-def _resolve(number, mnemonic, operands, labels, n, num_registers) -> Instruction:
+def _resolve(
+    number: int, mnemonic: str, operands: list[str], labels: dict[str, int], n: int, num_registers: int
+) -> Instruction:
     """Second pass over one instruction: operands to register indices and an immediate reduced mod n."""
     kinds = OPERAND_KINDS[mnemonic]
     if len(operands) != len(kinds):
