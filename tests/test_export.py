@@ -1,6 +1,7 @@
 """`export_for_hub` writes a Hub-ready folder (exact file set, parseable card metadata with the measured results),
 and `push_to_hub` puts it on a (local) Hub from which a fresh process without this project loads it by repo id."""
 
+import json
 import os
 import subprocess
 import sys
@@ -219,6 +220,7 @@ def test_card_gives_the_token_table_as_its_size(tmp_path):
 def test_card_tokenizer_line_loads_without_a_prompt(exported):
     """The card's `AutoTokenizer` line, run with stdin closed: no trust-remote-code prompt. The bare call (no
     `trust_remote_code`) does prompt, because AutoTokenizer reads config.json, whose auto_map names our code."""
+    assert "auto_map" not in json.loads((exported / "tokenizer_config.json").read_text())
     card_line = next(line for line in (exported / "README.md").read_text().splitlines() if "AutoTokenizer.from" in line)
     script = "\n".join(
         [
