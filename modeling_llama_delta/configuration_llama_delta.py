@@ -1,9 +1,14 @@
 """`LlamaDeltaConfig`: a `LlamaConfig` plus the differentiable computer Δ and its library Λ."""
 
+import dataclasses
+import difflib
+import math
+
+import torch
 from transformers import LlamaConfig
 
 from .assembler import AssemblyError, assemble
-from .library import LIBRARY
+from .library import LIBRARY, check_machine_fits
 
 ALU_BACKENDS = ("table", "structured", "circuit")
 PARSE_MODES = ("last_token", "slots", "tokens")
@@ -85,15 +90,48 @@ class LlamaDeltaConfig(LlamaConfig):
             self.delta_programs = {name: LIBRARY[name] for name in DEFAULT_PROGRAMS}
         if isinstance(self.delta_programs, dict):
             # Sorted by name: config.json sorts keys, and the ROM's program axis must survive a save/load.
-            self.delta_programs = dict(sorted(self.delta_programs.items()))
+            self.delta_programs = dict(sorted(self.delta_programs.items(), key=lambda item: str(item[0])))
+        for name in ("dtype", "torch_dtype"):  # transformers turns a dtype name into `getattr(torch, name)`
+            value = self.dtype if name == "dtype" else kwargs.get(name)
+            if isinstance(value, str) and not isinstance(getattr(torch, value, None), torch.dtype):
+                raise ValueError(f"{name} = {value!r} is not a torch dtype name (e.g. 'float32', 'bfloat16')")
         super().__post_init__(**kwargs)
         self.validate_delta()
+
+    @classmethod
+    def delta_fields(cls) -> dict[str, object]:
+        """The Δ fields (`delta_*` annotations of the class and its bases): name -> annotated type."""
+        return {field.name: field.type for field in dataclasses.fields(cls) if field.name.startswith("delta_")}
+
+    def _check_field_names_and_types(self) -> None:
+        """Refuse unknown `delta_*` attributes (a misspelled field would be ignored silently) and values whose type
+        is not the field's annotated `bool` / `int` / `float` / `str` (`"no"` is not False)."""
+        fields = self.delta_fields()
+        for name in vars(self):
+            if name.startswith("delta_") and name not in fields:
+                close = difflib.get_close_matches(name, fields, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ValueError(f"unknown config field {name}{hint}; the Δ fields are: {', '.join(fields)}")
+        for name, annotated in fields.items():
+            kind = annotated if isinstance(annotated, str) else getattr(annotated, "__name__", "")
+            value = getattr(self, name)
+            if kind == "bool" and not isinstance(value, bool):
+                raise ValueError(f"{name} = {value!r} must be a bool (true or false)")
+            if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{name} = {value!r} must be an integer")
+            if kind == "float" and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+            ):
+                raise ValueError(f"{name} = {value!r} must be a finite number")
+            if kind == "str" and not isinstance(value, str):
+                raise ValueError(f"{name} = {value!r} must be a string")
 
     def validate_delta(self) -> None:
         """Every Δ field checked at construction; messages name the field, the value and the allowed range.
 
         (Plain code rather than `huggingface_hub`'s `@strict`, so the Hub copy imports only torch and transformers.)
         """
+        self._check_field_names_and_types()
         n, registers = self.delta_word_size, self.delta_num_registers
 
         def check_range(name: str, low: int, high: int) -> None:
@@ -118,6 +156,11 @@ class LlamaDeltaConfig(LlamaConfig):
         check_range("delta_feature_layer", -(layers + 1), layers)
         check_choice("delta_parse_mode", PARSE_MODES)
         check_range("delta_elements_per_token", 1, 64)
+        if self.delta_token_values is not None and not isinstance(self.delta_token_values, dict):
+            raise ValueError(
+                "delta_token_values must be a dict of token id -> value(s), got "
+                f"{type(self.delta_token_values).__name__}"
+            )
         if self.delta_token_values:
             if self.delta_parse_mode == "last_token":
                 raise ValueError(
@@ -125,7 +168,8 @@ class LlamaDeltaConfig(LlamaConfig):
                 )
             most = 1 if self.delta_parse_mode == "slots" else self.delta_elements_per_token
             for token, spelled in self.delta_token_values.items():
-                if not str(token).isdigit() or not 0 <= int(token) < self.vocab_size:
+                key = str(token)
+                if not (key.isascii() and key.isdigit()) or not 0 <= int(key) < self.vocab_size:
                     raise ValueError(f"delta_token_values key {token!r} is not a token id in 0..{self.vocab_size - 1}")
                 values = spelled if isinstance(spelled, list) else [spelled]
                 if not 1 <= len(values) <= most:
@@ -150,15 +194,33 @@ class LlamaDeltaConfig(LlamaConfig):
             check_range("delta_parse_samples", 2, 256)  # the baseline of a sample is the mean of the others
             if self.delta_straight_through:
                 raise ValueError("delta_parse_samples > 0 runs Δ on sampled parses: set delta_straight_through = False")
-        if not isinstance(self.delta_programs, dict) or not self.delta_programs:
+        if not isinstance(self.delta_programs, dict):
+            raise ValueError(
+                f"delta_programs must be a dict of program name -> assembly source, got "
+                f"{type(self.delta_programs).__name__}"
+            )
+        if not self.delta_programs:
             raise ValueError("delta_programs is empty: the library needs at least one program")
+        library_names = {source: name for name, source in LIBRARY.items()}
         for name, source in self.delta_programs.items():
+            if not isinstance(name, str) or not isinstance(source, str):
+                raise ValueError(
+                    f"delta_programs[{name!r}]: names and sources must be strings, got {type(name).__name__} -> "
+                    f"{type(source).__name__}"
+                )
             try:
                 program = assemble(source, n, registers)
             except AssemblyError as error:
                 raise ValueError(f"delta_programs[{name!r}] does not assemble: {error}") from error
             if name not in program.functions:
                 raise ValueError(f"delta_programs[{name!r}] has no '.func {name}' entry point")
+            if source in library_names:  # a library program assembles on too few registers, then runs wrong
+                try:
+                    check_machine_fits(library_names[source], n, registers)
+                except ValueError as error:
+                    raise ValueError(
+                        f"delta_programs[{name!r}]: {error} (delta_num_registers, delta_word_size)"
+                    ) from None
 
 
 __all__ = ["LlamaDeltaConfig"]

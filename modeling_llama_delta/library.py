@@ -13,6 +13,7 @@ needless moves. Sources are string constants so the package stays self-contained
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -347,6 +348,7 @@ def step_bound(name: str, size: int = 0) -> int:
     return _SIZES[name][2](size)
 
 
+@functools.cache
 def _default_program(name: str) -> Program:
     return assemble(library_source(name), n=128, num_registers=8)
 
@@ -392,12 +394,18 @@ def assemble_library(names: Iterable[str] | None = None, n: int = 128, num_regis
         raise KeyError(f"unknown library program(s) {unknown}; known: {', '.join(PROGRAM_NAMES)}")
     programs = {}
     for name in names:
-        if n < MIN_WORD_SIZE.get(name, 2):
-            raise ValueError(f"library program {name!r} needs word size n >= {MIN_WORD_SIZE[name]}; got n = {n}")
-        if num_registers < min_registers(name):
-            raise ValueError(
-                f"library program {name!r} needs num_registers >= {min_registers(name)} "
-                f"(scratch registers plus sp and ra); got {num_registers}"
-            )
+        check_machine_fits(name, n, num_registers)
         programs[name] = assemble(LIBRARY[name], n=n, num_registers=num_registers)
     return programs
+
+
+def check_machine_fits(name: str, n: int, num_registers: int) -> None:
+    """Refuse a machine too small for library program `name`: its word size, or registers that would put its
+    scratch registers on sp / ra (it would then assemble but run wrong, or never halt)."""
+    if n < MIN_WORD_SIZE.get(name, 2):
+        raise ValueError(f"library program {name!r} needs word size n >= {MIN_WORD_SIZE[name]}; got n = {n}")
+    if num_registers < min_registers(name):
+        raise ValueError(
+            f"library program {name!r} needs num_registers >= {min_registers(name)} "
+            f"(scratch registers plus sp and ra); got {num_registers}"
+        )

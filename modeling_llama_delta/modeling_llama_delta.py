@@ -408,8 +408,17 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
     def from_pretrained(cls, *args, **kwargs):
         loaded = super().from_pretrained(*args, **kwargs)
         # `output_loading_info=True` returns (model, loading_info)
-        (loaded[0] if isinstance(loaded, tuple) else loaded).verify_library()
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.verify_library()
+        model.verify_finite()
         return loaded
+
+    def verify_finite(self) -> None:
+        """Refuse NaN / inf weights or buffers (one NaN in the parser silently turns every answer into '')."""
+        for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
+            if tensor.is_floating_point() and tensor.device.type != "meta" and not torch.isfinite(tensor).all():
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise ValueError(f"checkpoint tensor {name!r} holds {bad} non-finite value(s) (NaN or inf)")
 
     def verify_library(self) -> None:
         """Refuse a library whose ROM buffer disagrees with (or cannot be rebuilt from) its assembly source."""

@@ -1,6 +1,7 @@
 """`export_for_hub` writes a Hub-ready folder (exact file set, parseable card metadata with the measured results),
 and `push_to_hub` puts it on a (local) Hub from which a fresh process without this project loads it by repo id."""
 
+import json
 import os
 import subprocess
 import sys
@@ -65,7 +66,7 @@ from safetensors.torch import save_file
 from transformers import AutoModel, AutoTokenizer
 
 model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
-tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)  # as the card says
 batch = tokenizer({QUESTIONS!r}, return_tensors="pt", padding=True)
 with torch.no_grad():
     out = model(**batch)
@@ -192,8 +193,10 @@ def test_push_and_load_by_repo_id_in_a_fresh_process(model, exported, tmp_path):
             env=environment,
             capture_output=True,
             text=True,
+            stdin=subprocess.DEVNULL,  # a "[y/N]" prompt fails at once instead of waiting
         )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "[y/N]" not in result.stdout + result.stderr
     with safe_open(str(tmp_path / "elsewhere" / "outputs.safetensors"), "pt") as outputs:
         tensors = {key: outputs.get_tensor(key) for key in outputs.keys()}
         solved = outputs.metadata()["solve"].split("\t")
@@ -212,3 +215,31 @@ def test_card_gives_the_token_table_as_its_size(tmp_path):
     folder = export_for_hub(LlamaDeltaForAlgorithmicQA(config).eval(), char_tokenizer(), tmp_path / "copying")
     text = (folder / "README.md").read_text()
     assert "| `delta_token_values` | 16 tokens (in `config.json`) |" in text and "'10': 0" not in text
+
+
+def test_card_tokenizer_line_loads_without_a_prompt(exported):
+    """The card's `AutoTokenizer` line, run with stdin closed: no trust-remote-code prompt. The bare call (no
+    `trust_remote_code`) does prompt, because AutoTokenizer reads config.json, whose auto_map names our code."""
+    assert "auto_map" not in json.loads((exported / "tokenizer_config.json").read_text())
+    card_line = next(line for line in (exported / "README.md").read_text().splitlines() if "AutoTokenizer.from" in line)
+    script = "\n".join(
+        [
+            "from transformers import AutoTokenizer",
+            card_line.replace('"local-user/tiny-delta"', repr(str(exported))),
+            "print('CARD LINE LOADED', type(tokenizer).__name__, flush=True)",
+            f"AutoTokenizer.from_pretrained({str(exported)!r})",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=exported.parent,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    before, marker, after = result.stdout.partition("CARD LINE LOADED")
+    assert marker, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "[y/N]" not in before  # input() writes its prompt to stdout
+    assert "[y/N]" in after, "the bare AutoTokenizer call no longer prompts: the card's extra argument may go"
