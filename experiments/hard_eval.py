@@ -21,7 +21,7 @@ from llama_delta.tasks import (
     split_step_bound,  # noqa: E402
 )
 from llama_delta.tokenizer import load_llama3_tokenizer  # noqa: E402
-from llama_delta.training import DeltaCollator, set_delta_max_steps  # noqa: E402
+from llama_delta.training import DeltaCollator  # noqa: E402
 from modeling_llama_delta.modeling_llama_delta import LlamaDeltaForAlgorithmicQA  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         if name in ("train", "validation"):
             continue
         split = split.shuffle(seed=args.seed).select(range(min(args.max_examples, len(split))))
-        set_delta_max_steps(model, split_step_bound(split))
+        model.resize_delta(max_steps=split_step_bound(split))
         for straight_through in (False, True):
             model.config.delta_straight_through = straight_through  # read by the head at every forward
             report[f"{name}/straight_through={straight_through}"] = score(model, collator, split)

@@ -27,12 +27,8 @@ from llama_delta.tasks import delta_settings, load_task_data  # noqa: E402
 from llama_delta.tokenizer import load_llama3_tokenizer  # noqa: E402
 from modeling_llama_delta import LlamaDeltaConfig  # noqa: E402
 from modeling_llama_delta.machine import DeltaMachine  # noqa: E402
-from modeling_llama_delta.modeling_llama_delta import (  # noqa: E402
-    ANSWER_EPS,
-    compact_elements,
-    spell_token_values,
-    token_value_table,
-)
+from modeling_llama_delta.modeling_llama_delta import ANSWER_EPS  # noqa: E402
+from modeling_llama_delta.parsing import compact_elements, spell_token_values, token_value_table  # noqa: E402
 
 
 def main(length: int, logits: list[float], examples: int, seed: int) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Training helpers for `train_sft.py`: the Δ data collator, callbacks, the library-frozen check, Δ step limits,
+"""Training helpers for `train_sft.py`: the Δ data collator, callbacks, the library-frozen check,
 presets, the text baseline's decoding and scoring, and the run report (results table, model-card results).
 
 Kept out of the script so that the script reads as a recipe and these pieces can be tested on their own.
@@ -60,13 +60,6 @@ class StopAtExactMatch(TrainerCallback):
 def delta_machines(model: torch.nn.Module) -> list[DeltaMachine]:
     """Every Δ in `model` (a PEFT wrapper holds the original and the trained copy of the head)."""
     return [module for module in model.modules() if isinstance(module, DeltaMachine)]
-
-
-def set_delta_max_steps(model: torch.nn.Module, steps: int) -> None:
-    """Δ steps per forward pass from now on. A run stops early only once every example has halted exactly, which
-    soft parses rarely reach, so the limit is what a batch costs: set it to what the data being run needs."""
-    for machine in delta_machines(model):
-        machine.max_steps = steps
 
 
 def library_snapshot(model: torch.nn.Module) -> list[Tensor]:
@@ -280,7 +273,6 @@ __all__ = [
     "results_table",
     "resume_argument",
     "score_text_answers",
-    "set_delta_max_steps",
     "to_argv",
     "train_summary",
 ]

@@ -1,12 +1,14 @@
 """`LlamaDeltaConfig`: a `LlamaConfig` plus the differentiable computer Δ and its library Λ."""
 
+import math
+
 from transformers import LlamaConfig
 
-from .assembler import AssemblyError, assemble
+from .compiler import compile_library
 from .library import LIBRARY
+from .parsing import PARSE_MODES, PARSERS
 
 ALU_BACKENDS = ("table", "structured", "circuit")
-PARSE_MODES = ("last_token", "slots", "tokens")
 ANSWER_SOURCES = ("registers", "memory")
 ANSWER_FORMATS = ("integers", "string", "digits")
 # The paper's §4.2 calculator: one program per arithmetic operation.
@@ -28,6 +30,12 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_programs (`dict[str, str]`): library Λ, program name -> ISA v1 assembly source, each starting with
         `.func NAME`; kept sorted by name, which is the order of the selection axis.
         The sources travel with the checkpoint so that the compiled ROM can be rebuilt and checked.
+    delta_trainable_programs (`bool`): off (the default): the library is a frozen one-hot ROM, checked against
+        its sources at load. On: the ROM is trainable logits `delta_program_sharpness * one_hot(compiled)` (adaptive
+        compilation, Bunel et al. 2016: the paper's adaptive programs), trained with the rest of the model; the
+        sources are then its starting point, and the export writes what it became as assembly (`decompiled/`).
+    delta_program_sharpness (`float`): the trainable ROM's initial logit scale (> 0); each field's top
+        probability starts at 1 / (1 + (size - 1) e^-s), e.g. 0.994 for s = 10 and n = 128 immediates.
     delta_feature_layer (`int`): index into the backbone's `hidden_states` tuple feeding the head
         (`-2`: the output of the layer before the last, as in the paper).
     delta_parse_mode (`str`): `last_token` (the paper: one vector from the last token), `slots` (one learned
@@ -67,6 +75,8 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_max_steps: int = 64
     delta_alu: str = "structured"
     delta_programs: dict | None = None
+    delta_trainable_programs: bool = False
+    delta_program_sharpness: float = 10.0
     delta_feature_layer: int = -2
     delta_parse_mode: str = "last_token"
     delta_elements_per_token: int = 1
@@ -118,12 +128,12 @@ class LlamaDeltaConfig(LlamaConfig):
         check_range("delta_feature_layer", -(layers + 1), layers)
         check_choice("delta_parse_mode", PARSE_MODES)
         check_range("delta_elements_per_token", 1, 64)
+        parser = PARSERS[self.delta_parse_mode]
         if self.delta_token_values:
-            if self.delta_parse_mode == "last_token":
-                raise ValueError(
-                    "delta_token_values needs delta_parse_mode 'slots' or 'tokens' (values are copied from tokens)"
-                )
-            most = 1 if self.delta_parse_mode == "slots" else self.delta_elements_per_token
+            most = parser.values_per_token(self)
+            if not most:
+                copying = " or ".join(repr(mode) for mode, cls in PARSERS.items() if cls.values_per_token(self))
+                raise ValueError(f"delta_token_values needs delta_parse_mode {copying} (values are copied from tokens)")
             for token, spelled in self.delta_token_values.items():
                 if not str(token).isdigit() or not 0 <= int(token) < self.vocab_size:
                     raise ValueError(f"delta_token_values key {token!r} is not a token id in 0..{self.vocab_size - 1}")
@@ -139,7 +149,7 @@ class LlamaDeltaConfig(LlamaConfig):
                         raise ValueError(
                             f"delta_token_values[{token!r}] = {spelled!r}: {value!r} is not a value in 0..{n - 1}"
                         )
-        check_range("delta_input_cells", 1 if self.delta_parse_mode == "tokens" else 0, self.delta_memory_size)
+        check_range("delta_input_cells", parser.min_input_cells, self.delta_memory_size)
         check_range("delta_input_registers", 0, registers - 2)
         check_choice("delta_answer_source", ANSWER_SOURCES)
         answer_room = self.delta_memory_size if self.delta_answer_source == "memory" else registers
@@ -152,13 +162,15 @@ class LlamaDeltaConfig(LlamaConfig):
                 raise ValueError("delta_parse_samples > 0 runs Δ on sampled parses: set delta_straight_through = False")
         if not isinstance(self.delta_programs, dict) or not self.delta_programs:
             raise ValueError("delta_programs is empty: the library needs at least one program")
-        for name, source in self.delta_programs.items():
-            try:
-                program = assemble(source, n, registers)
-            except AssemblyError as error:
-                raise ValueError(f"delta_programs[{name!r}] does not assemble: {error}") from error
+        library = compile_library(self.delta_programs, n, registers)  # assembled once per library (cached)
+        for name, program in zip(library.names, library.programs, strict=True):
             if name not in program.functions:
                 raise ValueError(f"delta_programs[{name!r}] has no '.func {name}' entry point")
+        if not isinstance(self.delta_trainable_programs, bool):
+            raise ValueError(f"delta_trainable_programs = {self.delta_trainable_programs!r} must be True or False")
+        sharpness = self.delta_program_sharpness
+        if isinstance(sharpness, bool) or not isinstance(sharpness, (int, float)) or not 0 < sharpness < math.inf:
+            raise ValueError(f"delta_program_sharpness = {sharpness!r} must be a finite number > 0")
 
 
 __all__ = ["LlamaDeltaConfig"]
