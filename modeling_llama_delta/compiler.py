@@ -126,7 +126,8 @@ def _compile_library(sources: tuple[tuple[str, str], ...], n: int, num_registers
         except AssemblyError as error:
             raise ValueError(f"delta_programs[{name!r}] does not assemble: {error}") from error
         programs.append(program)
-    return CompiledLibrary.from_programs([name for name, _ in sources], programs)
+    with torch.device("cpu"):  # a cached value: never a meta tensor, even inside `from_pretrained`'s meta context
+        return CompiledLibrary.from_programs([name for name, _ in sources], programs)
 
 
 def rom_logits(rom: Tensor, sharpness: float = 10.0) -> Tensor:
