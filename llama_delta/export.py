@@ -314,7 +314,7 @@ def write_decompiled_programs(model: LlamaDeltaForAlgorithmicQA, folder: str | o
     folder.mkdir(parents=True, exist_ok=True)
     config = model.config
     written = []
-    for name, text in model.decompiled_programs().items():
+    for name, text in model.delta_head.machine.decompile().items():
         header = (
             f";; {name}: decompiled from the model's ROM (the arg-max of every field), n = {config.delta_word_size}, "
             f"{config.delta_num_registers} registers.\n"

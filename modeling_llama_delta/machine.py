@@ -379,7 +379,7 @@ class DeltaMachine(nn.Module):
         alu: str = DEFAULT_ALU,
         max_steps: int = 1000,
         checkpoint_steps: int = 0,
-        programs: CompiledLibrary | Sequence[Program] | Mapping[str, str | Program] | None = None,
+        programs: CompiledLibrary | Mapping[str, str] | Sequence[Program] | None = None,
         trainable_programs: bool = False,
         sharpness: float = 10.0,
         halt_tolerance: float = 0.0,
@@ -450,6 +450,7 @@ class DeltaMachine(nn.Module):
         elif isinstance(programs, CompiledLibrary):
             library = programs
         else:
+            programs = list(programs)
             names = [next(iter(p.functions), f"program{i}") for i, p in enumerate(programs)]
             library = CompiledLibrary.from_programs(names, programs)
         for name, program in zip(library.names, library.programs, strict=True):

@@ -186,7 +186,8 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
         """Refuse a library whose ROM disagrees with (or cannot be rebuilt from) its assembly source.
 
         A frozen ROM must equal its compiled sources exactly. A trainable one (`delta_trainable_programs`) has
-        learned away from them by design: only its shape is checked (`decompiled_programs` gives what it runs).
+        learned away from them by design: only its shape is checked (`delta_head.machine.decompile()` gives what
+        it runs).
         """
         config = self.config
         library = compile_library(config.delta_programs, config.delta_word_size, config.delta_num_registers)
@@ -205,12 +206,6 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
                     f"library program {name!r}: the ROM buffer disagrees with its assembly source on lines "
                     f"{lines[:10]}; the checkpoint's weights do not match its config.delta_programs"
                 )
-
-    def decompiled_programs(self) -> dict[str, str]:
-        """Program name -> the assembly text the machine's ROM runs (the arg-max of every field; for a trainable
-        ROM, what training made of each program), with the `.func` entries of its source."""
-        machine = self.delta_head.machine
-        return machine.decompile()
 
     def resize_delta(self, *, max_steps: int) -> None:
         """Run Δ for at most `max_steps` steps per forward pass from now on: in the config (what `save_pretrained`

@@ -75,7 +75,7 @@ def test_the_config_builds_its_class_with_the_old_state_dict_keys(mode):
 def test_each_mode_parses_distributions_and_samples_one_hot_parses(mode):
     torch.manual_seed(0)
     config = config_for(mode)
-    parser = build_parser(config)
+    parser = LlamaDeltaForAlgorithmicQA(config).delta_head.parser  # initialised (`_init_weights`)
     b, t, n, samples = 3, 6, config.delta_word_size, 4
     parsed = parser(torch.randn(b, t, config.hidden_size), torch.ones(b, t, dtype=torch.long))
     assert isinstance(parsed, ParsedElements if mode == "tokens" else ParsedQuestion)

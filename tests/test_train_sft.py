@@ -87,7 +87,7 @@ def test_trainable_programs_end_to_end(tmp_path):
     assert config.delta_trainable_programs and config.delta_program_sharpness == 8.0
     programs = assemble_library(config.delta_programs, n=128, num_registers=8)
     assert not torch.equal(machine.rom_logits, 8.0 * compile_programs(list(programs.values())))  # it trained
-    decompiled = model.decompiled_programs()
+    decompiled = model.delta_head.machine.decompile()
     for name in config.delta_programs:  # the export's programs are what the trained ROM runs, as assembly
         text = (hub / "decompiled" / f"{name}.asm").read_text()
         assert text.endswith(decompiled[name]) and name in assemble(text, 128, 8).functions
