@@ -64,6 +64,7 @@ def test_a_trainable_library_trains_saves_reloads_and_decompiles(tmp_path):
         text = (tmp_path / DECOMPILED_DIR / f"{name}.asm").read_text()
         program = assemble(text, config.delta_word_size, config.delta_num_registers)
         assert name in program.functions
+
         # The file is the trained ROM's arg-max program, line for line (the lines after it are halts).
         def fields(instructions):
             return [(ins.op, ins.d, ins.a, ins.b, ins.imm) for ins in instructions]
