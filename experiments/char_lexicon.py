@@ -9,13 +9,11 @@ not the identity of each character token. Counterpart of `numeral_pointer.py`; o
 
 from __future__ import annotations
 
-import types
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from modeling_llama_delta.modeling_llama_delta import ParsedQuestion, compact_elements, last_token_states
+from modeling_llama_delta.parsing import TokenParser
 
 
 def char_lexicon(tokenizer, n: int) -> Tensor:
@@ -28,26 +26,28 @@ def char_lexicon(tokenizer, n: int) -> Tensor:
     return lexicon
 
 
+class CharLexiconParser(TokenParser):
+    """`tokens` parsing (one element per token) whose element values are lexicon values; the gates stay learned."""
+
+    def __init__(self, config, lexicon: Tensor):
+        super().__init__(config)
+        self.register_buffer("lexicon", lexicon, persistent=False)  # (V,) the character each token spells, or -1
+
+    def element_values(self, hidden: Tensor, gates: Tensor, input_ids: Tensor | None) -> tuple[Tensor, Tensor]:
+        if input_ids is None:
+            raise ValueError("the character lexicon reads the token ids: pass input_ids")
+        codes = self.lexicon[input_ids]  # (B, T): the character each token spells, or -1
+        spelled = F.one_hot(codes.clamp(min=0), self.n).float()  # (B, T, n)
+        values = torch.where(codes[..., None] >= 0, spelled, torch.full_like(spelled, 1 / self.n))  # (B, T, n)
+        return gates, values[:, :, None]  # (B, T, 1), (B, T, 1, n)
+
+
 def install_char_lexicon(model, tokenizer) -> None:
-    """Replace the `tokens` parser's element values by lexicon values (in place); gates stay learned."""
-    parser = model.delta_head.parser
-    n = model.delta_head.config.delta_word_size
-    if parser.mode != "tokens" or parser.per_token != 1:
+    """Replace the `tokens` parser by a `CharLexiconParser` with the same weights (in place)."""
+    head = model.delta_head
+    parser, config = head.parser, head.config
+    if not isinstance(parser, TokenParser) or parser.per_token != 1:
         raise ValueError("the character lexicon is for `tokens` parsing with one element per token (sort_spaced)")
-    lexicon = char_lexicon(tokenizer, n)
-
-    def parse(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor):
-        hidden = self.norm(hidden).float()  # (B, T, H)
-        b = hidden.shape[0]
-        z = last_token_states(hidden, attention_mask)  # (B, H)
-        registers = self.values(z).view(b, self.num_registers, self.n).softmax(-1)  # (B, Rin, n)
-        gates = self.gates(hidden)[..., 0].sigmoid()  # (B, T): the learned gate of each token's element
-        if attention_mask is not None:
-            gates = gates * attention_mask.to(gates.dtype)
-        codes = lexicon.to(hidden.device)[input_ids]  # (B, T): the character each token spells, or -1
-        spelled = F.one_hot(codes.clamp(min=0), n).float()  # (B, T, n)
-        values = torch.where(codes[..., None] >= 0, spelled, torch.full_like(spelled, 1 / n))  # (B, T, n)
-        cells = compact_elements(gates, values, self.num_cells)  # (B, C, n)
-        return ParsedQuestion(cells, registers, self.select(z).softmax(-1))
-
-    parser.forward = types.MethodType(parse, parser)  # the head passes the token ids the lexicon reads
+    lexicon_parser = CharLexiconParser(config, char_lexicon(tokenizer, config.delta_word_size))
+    lexicon_parser.load_state_dict(parser.state_dict())  # the same keys: the element classifier stays, unused
+    head.parser = lexicon_parser.to(parser.norm.weight.device)

@@ -13,7 +13,6 @@ import json
 import torch
 
 from llama_delta.collator import DeltaCollator
-from llama_delta.rom_check import set_delta_max_steps
 from llama_delta.task_settings import (
     load_task_data,
     split_step_bound,
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         if name in ("train", "validation"):
             continue
         split = split.shuffle(seed=args.seed).select(range(min(args.max_examples, len(split))))
-        set_delta_max_steps(model, split_step_bound(split))
+        model.resize_delta(max_steps=split_step_bound(split))
         for straight_through in (False, True):
             model.config.delta_straight_through = straight_through  # read by the head at every forward
             report[f"{name}/straight_through={straight_through}"] = score(model, collator, split)

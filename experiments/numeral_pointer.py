@@ -12,14 +12,11 @@ does not, the bottleneck is learning number identity from answer-only supervisio
 
 from __future__ import annotations
 
-import math
-import types
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from modeling_llama_delta.modeling_llama_delta import ParsedQuestion
+from modeling_llama_delta.parsing import SlotParser
 
 
 def numeral_lexicon(tokenizer, n: int) -> Tensor:
@@ -32,26 +29,28 @@ def numeral_lexicon(tokenizer, n: int) -> Tensor:
     return lexicon
 
 
+class NumeralPointerParser(SlotParser):
+    """`slots` whose value slots are attention-weighted lexicon values instead of classifiers."""
+
+    def __init__(self, config, lexicon: Tensor):
+        super().__init__(config)
+        self.register_buffer("lexicon", lexicon, persistent=False)  # (V,) the number each token spells, or -1
+
+    def slot_values(self, attention: Tensor, read: Tensor, input_ids: Tensor | None) -> Tensor:
+        if input_ids is None:
+            raise ValueError("the numeral pointer reads the token ids: pass input_ids")
+        values = self.lexicon[input_ids]  # (B, T): the number each token spells, or -1
+        spelled = F.one_hot(values.clamp(min=0), self.n).float()  # (B, T, n)
+        per_token = torch.where(values[..., None] >= 0, spelled, torch.full_like(spelled, 1 / self.n))  # (B, T, n)
+        return torch.einsum("bst,btn->bsn", attention, per_token)  # (B, S, n)
+
+
 def install_numeral_pointer(model, tokenizer) -> None:
-    """Replace the `slots` parser's register classifiers by attention-weighted lexicon values (in place)."""
+    """Replace the `slots` parser by a `NumeralPointerParser` with the same weights (in place)."""
     head = model.delta_head
-    parser, n = head.parser, head.config.delta_word_size
-    if parser.mode != "slots" or parser.num_cells:
+    parser, config = head.parser, head.config
+    if not isinstance(parser, SlotParser) or parser.num_cells:
         raise ValueError("the numeral pointer is for `slots` parsing of registers only (arithmetic)")
-    lexicon = numeral_lexicon(tokenizer, n)
-
-    def parse(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor):
-        hidden = self.norm(hidden).float()  # (B, T, H)
-        scores = torch.einsum("sh,bth->bst", self.queries.float(), self.keys(hidden)) / math.sqrt(hidden.shape[-1])
-        if attention_mask is not None:
-            scores = scores.masked_fill(attention_mask[:, None, :] == 0, torch.finfo(scores.dtype).min)
-        attention = scores.softmax(-1)  # (B, S + 1, T)
-        values = lexicon.to(hidden.device)[input_ids]  # (B, T): the number each token spells, or -1
-        spelled = F.one_hot(values.clamp(min=0), n).float()  # (B, T, n)
-        per_token = torch.where(values[..., None] >= 0, spelled, torch.full_like(spelled, 1 / n))  # (B, T, n)
-        registers = torch.einsum("bst,btn->bsn", attention[:, :-1], per_token)  # (B, Rin, n)
-        read = torch.einsum("bt,bth->bh", attention[:, -1], hidden)  # (B, H): the selection slot's read
-        cells = registers.new_zeros(registers.shape[0], 0, n)  # (B, 0, n)
-        return ParsedQuestion(cells, registers, self.select(read).softmax(-1))
-
-    parser.forward = types.MethodType(parse, parser)  # the head passes the token ids the lexicon reads
+    pointer = NumeralPointerParser(config, numeral_lexicon(tokenizer, config.delta_word_size))
+    pointer.load_state_dict(parser.state_dict())  # the same keys: the slot classifiers stay, unused
+    head.parser = pointer.to(parser.norm.weight.device)

@@ -23,12 +23,8 @@ from llama_delta.task_settings import delta_settings, load_task_data
 from llama_delta.tokenizer import load_llama3_tokenizer
 from modeling_llama_delta import LlamaDeltaConfig
 from modeling_llama_delta.machine import DeltaMachine
-from modeling_llama_delta.modeling_llama_delta import (
-    ANSWER_EPS,
-    compact_elements,
-    spell_token_values,
-    token_value_table,
-)
+from modeling_llama_delta.modeling_llama_delta import ANSWER_EPS
+from modeling_llama_delta.parsing import compact_elements, spell_token_values, token_value_table
 
 
 def main(length: int, logits: list[float], examples: int, seed: int) -> list[dict]:

@@ -11,7 +11,9 @@
 The folder holds the safetensors weights, `config.json` with `auto_map`, the flat remote-code files that
 `save_pretrained` copies (so `AutoModel.from_pretrained(repo, trust_remote_code=True)` needs only torch and
 transformers), the tokenizer, and `README.md`: a model card with Hub metadata (`library_name`, `base_model`,
-`tags` with `custom_code`, `datasets`, `model-index`) whose numbers are exactly the `results` passed in.
+`tags` with `custom_code`, `datasets`, `model-index`) whose numbers are exactly the `results` passed in. A model
+with a trainable library (`delta_trainable_programs`) also gets `decompiled/<program>.asm`: the assembly its
+trained ROM runs, one assembly unit per program.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ METRIC_MEANINGS = {
     "exact_match": "fraction of examples whose whole answer is right",
     "element_accuracy": "fraction of answer elements (digits, characters, values) that are right, over all examples",
 }
+# Where `export_for_hub` writes a trainable library's programs as assembly.
+DECOMPILED_DIR = "decompiled"
 # A folder `push_to_hub` accepts must hold at least these (what `export_for_hub` writes).
 REQUIRED_FILES = ("README.md", "config.json", "model.safetensors")
 
@@ -207,6 +211,8 @@ def export_for_hub(
             "(importing `modeling_llama_delta` registers it)"
         )
     code_files = sorted(path.name for path in out_dir.glob("*.py"))
+    if model.config.delta_trainable_programs:
+        write_decompiled_programs(model, out_dir / DECOMPILED_DIR)
     tokenizer.save_pretrained(out_dir)
     card = model_card(
         model,
@@ -221,6 +227,24 @@ def export_for_hub(
     )
     card.save(out_dir / "README.md")
     return out_dir
+
+
+def write_decompiled_programs(model: LlamaDeltaForAlgorithmicQA, folder: str | os.PathLike) -> list[Path]:
+    """Write `folder/<program>.asm` for every library program: the assembly the model's ROM runs (for a trainable
+    ROM, what training made of the program; `assemble` reads each file back into its arg-max ROM)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    written = []
+    for name, text in model.delta_head.machine.decompile().items():
+        header = (
+            f";; {name}: decompiled from the model's ROM (the arg-max of every field), n = {config.delta_word_size}, "
+            f"{config.delta_num_registers} registers.\n"
+        )
+        path = folder / f"{name}.asm"
+        path.write_text(header + text)
+        written.append(path)
+    return written
 
 
 def push_to_hub(
@@ -251,4 +275,13 @@ def push_to_hub(
     )
 
 
-__all__ = ["METRIC_MEANINGS", "MODEL_CARD_TEMPLATE", "MeasuredResult", "export_for_hub", "model_card", "push_to_hub"]
+__all__ = [
+    "DECOMPILED_DIR",
+    "METRIC_MEANINGS",
+    "MODEL_CARD_TEMPLATE",
+    "MeasuredResult",
+    "export_for_hub",
+    "model_card",
+    "push_to_hub",
+    "write_decompiled_programs",
+]

@@ -1,5 +1,5 @@
 """Every Δ in a model: the check that the library stayed frozen through fine-tuning (ROM snapshots compared after
-training), and the Δ step limit a run sets for the data it runs."""
+training)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,6 @@ from modeling_llama_delta.machine import DeltaMachine
 def delta_machines(model: torch.nn.Module) -> list[DeltaMachine]:
     """Every Δ in `model` (a PEFT wrapper holds the original and the trained copy of the head)."""
     return [module for module in model.modules() if isinstance(module, DeltaMachine)]
-
-
-def set_delta_max_steps(model: torch.nn.Module, steps: int) -> None:
-    """Δ steps per forward pass from now on. A run stops early only once every example has halted exactly, which
-    soft parses rarely reach, so the limit is what a batch costs: set it to what the data being run needs."""
-    for machine in delta_machines(model):
-        machine.max_steps = steps
 
 
 def library_snapshot(model: torch.nn.Module) -> list[Tensor]:

@@ -20,7 +20,7 @@ from typing import Literal, NamedTuple
 from transformers import AutoTokenizer, HfArgumentParser, PreTrainedModel, Trainer, TrainingArguments, set_seed
 
 from modeling_llama_delta.alu import ALU_BACKENDS
-from modeling_llama_delta.configuration_llama_delta import PARSE_MODES
+from modeling_llama_delta.parsing import PARSE_MODES
 
 from .backbones import load_llama_backbone, minimal_llama_config, smollm2_gguf_path
 from .build import build_delta_model
@@ -30,7 +30,7 @@ from .export import export_for_hub, push_to_hub
 from .metrics import argmax_logits, breakdowns_from, make_compute_metrics
 from .presets import defaults_argv, resume_argument
 from .report import machine_description, measured_results, results_table, train_summary
-from .rom_check import assert_library_unchanged, library_snapshot, set_delta_max_steps
+from .rom_check import assert_library_unchanged, library_snapshot
 from .task_settings import TASK_ANSWER_FORMAT, TASK_LIBRARY, delta_settings, load_task_data
 from .text_baseline import generate_answers, prompt_completion, score_text_answers
 from .tokenizer import load_llama3_tokenizer
@@ -82,6 +82,11 @@ class ScriptArguments:
     word_size: int = field(default=128, metadata={"help": "Δ's word size n"})
     delta_alu: Literal[tuple(ALU_BACKENDS)] = field(default="structured")
     delta_checkpoint_steps: int = field(default=0, metadata={"help": "recompute blocks of Δ steps in backward"})
+    trainable_programs: bool = field(
+        default=False,
+        metadata={"help": "train the library's ROM too (adaptive programs; the export writes them as assembly)"},
+    )
+    program_sharpness: float = field(default=10.0, metadata={"help": "initial logit scale of a trainable ROM"})
     parse_samples: int | None = field(
         default=None,
         metadata={"help": "0: Δ runs the soft parse; S >= 2: exact Δ runs on S sampled parses (default: 8, strings)"},
@@ -205,12 +210,18 @@ def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, t
     )
     backbone, gguf_file = resolve_backbone(args)
     backbone_kwargs = json.loads(args.backbone_kwargs) if args.backbone_kwargs else None
-    model = build_delta_model(backbone, gguf_file, backbone_kwargs=backbone_kwargs, **settings.delta_config)
+    delta_config = {
+        **settings.delta_config,
+        "delta_trainable_programs": args.trainable_programs,
+        "delta_program_sharpness": args.program_sharpness,
+    }
+    model = build_delta_model(backbone, gguf_file, backbone_kwargs=backbone_kwargs, **delta_config)
     if args.use_peft:
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_config(args, modules_to_save=["delta_head"]))
-    rom_before = library_snapshot(model)  # PEFT holds two heads, the original and the trained copy: check both
+    # PEFT holds two heads, the original and the trained copy: check both (a trainable library is meant to change)
+    rom_before = None if args.trainable_programs else library_snapshot(model)
     training_args.remove_unused_columns = False  # the collator reads `question` and `answer_ids`
     per_epoch = training_args.save_strategy == training_args.eval_strategy != "no"
     if args.keep_best_epoch and "validation" in data and per_epoch:
@@ -218,7 +229,7 @@ def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, t
         training_args.load_best_model_at_end = training_args.greater_is_better = True
         training_args.metric_for_best_model = "exact_match"
     train_steps = max(settings.max_steps[name] for name in IN_DISTRIBUTION if name in data)
-    set_delta_max_steps(model, train_steps)
+    model.resize_delta(max_steps=train_steps)
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -230,19 +241,20 @@ def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, t
         callbacks=[StopAtExactMatch(args.stop_at_exact_match)],
     )
     train_output = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
-    assert_library_unchanged(trainer.model, rom_before)
+    if rom_before is not None:
+        assert_library_unchanged(trainer.model, rom_before)
 
     results = {}
     for name, split in data.items():
         if name in IN_DISTRIBUTION:
             continue
-        set_delta_max_steps(trainer.model, settings.max_steps[name])
+        trainer.model.resize_delta(max_steps=settings.max_steps[name])
         trainer.compute_metrics = make_compute_metrics(breakdowns_from(split))
         metrics = trainer.evaluate(split, metric_key_prefix=name)
         prefix = f"{name}_"  # the Trainer adds an unprefixed `epoch`: not a result of the split
         results[name] = {key.removeprefix(prefix): value for key, value in metrics.items() if key.startswith(prefix)}
     final = trainer.model.merge_and_unload() if args.use_peft else trainer.model
-    set_delta_max_steps(final, final.config.delta_max_steps)  # what `solve` needs for the longest held-out input
+    final.resize_delta(max_steps=delta_config["delta_max_steps"])  # what `solve` needs for the longest held-out input
     details = {"delta": settings.describe(), "delta_steps_in_training": train_steps, **train_summary(train_output)}
     return Run(results, details, final, trainer)
 

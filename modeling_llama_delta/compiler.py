@@ -10,17 +10,21 @@ every line by the counter. Several programs (the library Λ) stack along a leadi
 Adaptive compilation (Bunel et al. 2016): `rom_logits` turns a compiled ROM into trainable logits
 `sharpness * one_hot`; `rom_probabilities` (a softmax per field) recovers a near-one-hot ROM, and
 `decompile` turns any ROM back into assembly text by the arg-max of every field.
+
+`compile_library` is the one driver from a library's text to its Programs and ROM: the config's validation, the
+machine, weight initialisation and the load-time library check all take its (cached) result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import Tensor
 
-from .assembler import OPCODES, OPERAND_KINDS, Instruction, Program, format_instruction
+from .assembler import OPCODES, OPERAND_KINDS, AssemblyError, Instruction, Program, assemble, format_instruction
 
 FIELDS: tuple[str, ...] = ("op", "a", "b", "d", "imm")
 # Ops whose immediate is a ROM line (the decompiler names these with labels).
@@ -82,6 +86,48 @@ def compile_programs(programs: Program | Sequence[Program], dtype: torch.dtype =
             codes[p, line] = torch.tensor([OPCODES.index(ins.op), ins.a, ins.b, ins.d, ins.imm])
     onehots = [torch.nn.functional.one_hot(codes[..., f], size) for f, size in enumerate(layout.sizes)]
     return torch.cat(onehots, dim=-1).to(dtype)  # (P, n, F)
+
+
+@dataclass(frozen=True)
+class CompiledLibrary:
+    """A library Λ compiled for one machine shape: program names (the selection axis), Programs, one-hot ROM.
+
+    `rom` (P, n, F) float32 may be shared between callers (`compile_library` caches it): read it, never write it;
+    a module that holds it as a buffer clones it.
+    """
+
+    names: tuple[str, ...]
+    programs: tuple[Program, ...]
+    rom: Tensor
+
+    @classmethod
+    def from_programs(cls, names: Sequence[str], programs: Sequence[Program]) -> CompiledLibrary:
+        return cls(tuple(names), tuple(programs), compile_programs(programs))
+
+
+def compile_library(sources: Mapping[str, str], n: int, num_registers: int) -> CompiledLibrary:
+    """Text -> Program -> ROM for a library (name -> ISA v1 source), in the mapping's order.
+
+    Cached on the sources and the machine shape, so that a config's library is assembled and compiled once however
+    many places (validation, the machine, `_init_weights`, `verify_library`) ask for it. Errors name the program,
+    the line and the text.
+    """
+    return _compile_library(tuple(sources.items()), n, num_registers)
+
+
+@lru_cache(maxsize=16)
+def _compile_library(sources: tuple[tuple[str, str], ...], n: int, num_registers: int) -> CompiledLibrary:
+    if not sources:
+        raise ValueError("delta_programs is empty: the library needs at least one program")
+    programs = []
+    for name, source in sources:
+        try:
+            program = assemble(source, n, num_registers)
+        except AssemblyError as error:
+            raise ValueError(f"delta_programs[{name!r}] does not assemble: {error}") from error
+        programs.append(program)
+    with torch.device("cpu"):  # a cached value: never a meta tensor, even inside `from_pretrained`'s meta context
+        return CompiledLibrary.from_programs([name for name, _ in sources], programs)
 
 
 def rom_logits(rom: Tensor, sharpness: float = 10.0) -> Tensor:

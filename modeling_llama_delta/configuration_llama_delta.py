@@ -7,11 +7,11 @@ import math
 import torch
 from transformers import LlamaConfig
 
-from .assembler import AssemblyError, assemble
+from .compiler import compile_library
 from .library import LIBRARY, check_machine_fits
+from .parsing import PARSE_MODES, PARSERS
 
 ALU_BACKENDS = ("table", "structured", "circuit")
-PARSE_MODES = ("last_token", "slots", "tokens")
 ANSWER_SOURCES = ("registers", "memory")
 ANSWER_FORMATS = ("integers", "string", "digits")
 # The paper's §4.2 calculator: one program per arithmetic operation.
@@ -33,6 +33,12 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_programs (`dict[str, str]`): library Λ, program name -> ISA v1 assembly source, each starting with
         `.func NAME`; kept sorted by name, which is the order of the selection axis.
         The sources travel with the checkpoint so that the compiled ROM can be rebuilt and checked.
+    delta_trainable_programs (`bool`): off (the default): the library is a frozen one-hot ROM, checked against
+        its sources at load. On: the ROM is trainable logits `delta_program_sharpness * one_hot(compiled)` (adaptive
+        compilation, Bunel et al. 2016: the paper's adaptive programs), trained with the rest of the model; the
+        sources are then its starting point, and the export writes what it became as assembly (`decompiled/`).
+    delta_program_sharpness (`float`): the trainable ROM's initial logit scale (> 0); each field's top
+        probability starts at 1 / (1 + (size - 1) e^-s), e.g. 0.994 for s = 10 and n = 128 immediates.
     delta_feature_layer (`int`): index into the backbone's `hidden_states` tuple feeding the head
         (`-2`: the output of the layer before the last, as in the paper).
     delta_parse_mode (`str`): `last_token` (the paper: one vector from the last token), `slots` (one learned
@@ -72,6 +78,8 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_max_steps: int = 64
     delta_alu: str = "structured"
     delta_programs: dict | None = None
+    delta_trainable_programs: bool = False
+    delta_program_sharpness: float = 10.0
     delta_feature_layer: int = -2
     delta_parse_mode: str = "last_token"
     delta_elements_per_token: int = 1
@@ -161,12 +169,12 @@ class LlamaDeltaConfig(LlamaConfig):
                 "delta_token_values must be a dict of token id -> value(s), got "
                 f"{type(self.delta_token_values).__name__}"
             )
+        parser = PARSERS[self.delta_parse_mode]
         if self.delta_token_values:
-            if self.delta_parse_mode == "last_token":
-                raise ValueError(
-                    "delta_token_values needs delta_parse_mode 'slots' or 'tokens' (values are copied from tokens)"
-                )
-            most = 1 if self.delta_parse_mode == "slots" else self.delta_elements_per_token
+            most = parser.values_per_token(self)
+            if not most:
+                copying = " or ".join(repr(mode) for mode, cls in PARSERS.items() if cls.values_per_token(self))
+                raise ValueError(f"delta_token_values needs delta_parse_mode {copying} (values are copied from tokens)")
             for token, spelled in self.delta_token_values.items():
                 key = str(token)
                 if not (key.isascii() and key.isdigit()) or not 0 <= int(key) < self.vocab_size:
@@ -183,7 +191,7 @@ class LlamaDeltaConfig(LlamaConfig):
                         raise ValueError(
                             f"delta_token_values[{token!r}] = {spelled!r}: {value!r} is not a value in 0..{n - 1}"
                         )
-        check_range("delta_input_cells", 1 if self.delta_parse_mode == "tokens" else 0, self.delta_memory_size)
+        check_range("delta_input_cells", parser.min_input_cells, self.delta_memory_size)
         check_range("delta_input_registers", 0, registers - 2)
         check_choice("delta_answer_source", ANSWER_SOURCES)
         answer_room = self.delta_memory_size if self.delta_answer_source == "memory" else registers
@@ -208,12 +216,6 @@ class LlamaDeltaConfig(LlamaConfig):
                     f"delta_programs[{name!r}]: names and sources must be strings, got {type(name).__name__} -> "
                     f"{type(source).__name__}"
                 )
-            try:
-                program = assemble(source, n, registers)
-            except AssemblyError as error:
-                raise ValueError(f"delta_programs[{name!r}] does not assemble: {error}") from error
-            if name not in program.functions:
-                raise ValueError(f"delta_programs[{name!r}] has no '.func {name}' entry point")
             if source in library_names:  # a library program assembles on too few registers, then runs wrong
                 try:
                     check_machine_fits(library_names[source], n, registers)
@@ -221,6 +223,12 @@ class LlamaDeltaConfig(LlamaConfig):
                     raise ValueError(
                         f"delta_programs[{name!r}]: {error} (delta_num_registers, delta_word_size)"
                     ) from None
+        library = compile_library(self.delta_programs, n, registers)  # assembled once per library (cached)
+        for name, program in zip(library.names, library.programs, strict=True):
+            if name not in program.functions:
+                raise ValueError(f"delta_programs[{name!r}] has no '.func {name}' entry point")
+        if not self.delta_program_sharpness > 0:  # its type and finiteness are checked with every field's
+            raise ValueError(f"delta_program_sharpness = {self.delta_program_sharpness!r} must be a finite number > 0")
 
 
 __all__ = ["LlamaDeltaConfig"]

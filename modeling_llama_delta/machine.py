@@ -42,8 +42,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .alu import BINARY_OPS, DEFAULT_ALU, build_alu
-from .assembler import OPCODES, Program, assemble, initial_memory
-from .compiler import RomLayout, compile_programs, rom_logits, rom_probabilities
+from .assembler import OPCODES, Program, initial_memory
+from .compiler import CompiledLibrary, RomLayout, compile_library, decompile, rom_logits, rom_probabilities
 
 _OP = {name: i for i, name in enumerate(OPCODES)}
 # Where each op sends the counter: 0 next line (every op not listed), 1 the immediate, 2 the value of
@@ -379,7 +379,7 @@ class DeltaMachine(nn.Module):
         alu: str = DEFAULT_ALU,
         max_steps: int = 1000,
         checkpoint_steps: int = 0,
-        programs: Sequence[Program] | Mapping[str, str | Program] | None = None,
+        programs: CompiledLibrary | Mapping[str, str] | Sequence[Program] | None = None,
         trainable_programs: bool = False,
         sharpness: float = 10.0,
         halt_tolerance: float = 0.0,
@@ -436,27 +436,31 @@ class DeltaMachine(nn.Module):
 
     def set_programs(
         self,
-        programs: Sequence[Program] | Mapping[str, str | Program],
+        programs: CompiledLibrary | Mapping[str, str] | Sequence[Program],
         trainable: bool = False,
         sharpness: float = 10.0,
     ) -> None:
-        """Compile and hold programs: a frozen one-hot `rom` buffer, or `rom_logits` (a Parameter) if trainable."""
+        """Hold a library: a frozen one-hot `rom` buffer, or `rom_logits` (a Parameter) if trainable.
+
+        `programs`: a `CompiledLibrary`; name -> ISA source (compiled by `compile_library`); or Programs, named by
+        their first `.func`.
+        """
         if isinstance(programs, Mapping):
-            names = list(programs)
-            programs = [
-                p if isinstance(p, Program) else assemble(p, self.n, self.num_registers) for p in programs.values()
-            ]
+            library = compile_library(programs, self.n, self.num_registers)
+        elif isinstance(programs, CompiledLibrary):
+            library = programs
         else:
             programs = list(programs)
             names = [next(iter(p.functions), f"program{i}") for i, p in enumerate(programs)]
-        for i, program in enumerate(programs):
+            library = CompiledLibrary.from_programs(names, programs)
+        for name, program in zip(library.names, library.programs, strict=True):
             if (program.n, program.num_registers) != (self.n, self.num_registers):
                 raise ValueError(
-                    f"program {names[i]!r} is assembled for n={program.n}, "
+                    f"program {name!r} is assembled for n={program.n}, "
                     f"num_registers={program.num_registers}; the machine has n={self.n}, "
                     f"num_registers={self.num_registers}"
                 )
-        rom = compile_programs(programs, dtype=self.mixing.dtype).to(self.mixing.device)  # (P, n, F)
+        rom = library.rom.to(self.mixing.device, self.mixing.dtype, copy=True)  # (P, n, F); the library's is shared
         for attribute in ("rom", "rom_logits"):
             if hasattr(self, attribute):
                 delattr(self, attribute)
@@ -464,7 +468,7 @@ class DeltaMachine(nn.Module):
             self.rom_logits = nn.Parameter(rom_logits(rom, sharpness))
         else:
             self.register_buffer("rom", rom)
-        self.programs, self.program_names = programs, names
+        self.programs, self.program_names = list(library.programs), list(library.names)
 
     def rom_distribution(self) -> Tensor:
         """(P, n, F) the ROM the machine runs: the one-hot buffer, or a softmax per field of the logits."""
@@ -473,6 +477,16 @@ class DeltaMachine(nn.Module):
         if not hasattr(self, "rom"):
             raise RuntimeError("the machine holds no programs: call set_programs first")
         return self.rom
+
+    def decompile(self) -> dict[str, str]:
+        """Program name -> assembly text of the ROM the machine runs (`compiler.decompile`: the arg-max of every
+        field), with the `.func` entries of the program it was compiled from; `assemble` turns it back into the
+        arg-max ROM. For trainable logits: what training has made of each program."""
+        rom = self.rom_distribution().detach()  # (P, n, F)
+        return {
+            name: decompile(rom[index], self.num_registers, functions=program.functions)
+            for index, (name, program) in enumerate(zip(self.program_names, self.programs, strict=True))
+        }
 
     # --- states
     def start_state(

@@ -5,7 +5,6 @@ memory cells and registers, and a choice of library program), Δ runs every libr
 answer is read from the final state, mixed over programs by the selection. Trained on answers alone.
 """
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,20 +14,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import LlamaModel, LlamaPreTrainedModel
 from transformers import initialization as init
-from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from transformers.utils import ModelOutput
 
-from .assembler import AssemblyError, assemble
-from .compiler import compile_programs
+from .compiler import compile_library
 from .configuration_llama_delta import LlamaDeltaConfig
 from .machine import DeltaMachine, DeltaTrace
+from .parsing import DeltaParser, SlotParser, build_parser, token_value_table
 
 # Floor added to answer probabilities before the log: keeps the loss finite and its gradient bounded
 # (<= 1/eps) where Δ gives the right answer almost no mass.
 ANSWER_EPS = 1e-6
-# Sampled parses (`delta_parse_samples`) draw each gate from P = EXPLORATION + (1 - 2·EXPLORATION)·gate: a token
-# whose gate has collapsed the wrong way is still tried now and then, so its gradient does not vanish for good.
-EXPLORATION = 0.05
 
 
 @dataclass
@@ -53,192 +48,14 @@ class AlgorithmicQAOutput(ModelOutput):
     sample_loss: Tensor | None = None
 
 
-@dataclass
-class ParsedQuestion:
-    """The head's parse, as distributions: cells (B, C, n), registers (B, Rin, n), selection (B, P); for `tokens`
-    parsing also its factors, element gates (B, E) and values (B, E, n) (E = T·k, token-major), which
-    `compact_elements` turns into the cells."""
-
-    cells: Tensor
-    registers: Tensor
-    selection: Tensor
-    gates: Tensor | None = None
-    elements: Tensor | None = None
-
-
-def last_token_states(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
-    """(B, T, H) -> (B, H): the state of each row's last real token (left or right padding)."""
-    if attention_mask is None:
-        return hidden[:, -1]
-    positions = torch.arange(hidden.shape[1], device=hidden.device)  # (T,)
-    last = (attention_mask.to(positions.dtype) * (positions + 1)).argmax(-1)  # (B,) index of the last 1
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-
-
-class DeltaParser(nn.Module):
-    """Hidden states -> Δ's parsed cells (B, C, n), registers (B, Rin, n) and program selection (B, P),
-    all probability distributions (one-hot classifications, paper §3.4).
-
-    `last_token` (the paper): everything from one vector, the last token's state.
-    `slots`: one learned query per parsed value and one for the selection, each attending over all token
-        states, so that parsing a string into cells need not squeeze through one vector.
-    `tokens`: every token emits up to `k` elements (a gate and a value each, `k` =
-        `delta_elements_per_token`), and element number i lands in cell m[i] (`compact_elements`); registers
-        and the selection come from the last token. Position-free, so it parses strings of any length, and
-        `k > 1` lets a multi-character BPE token spell several cells. With `delta_token_values`, a token that
-        spells values (a slot's attended token, a token's characters) passes them on exactly; only where they
-        go (attention, gates) is learned.
-    """
-
-    def __init__(self, config: LlamaDeltaConfig):
-        super().__init__()
-        h, n = config.hidden_size, config.delta_word_size
-        self.mode = config.delta_parse_mode
-        self.num_cells, self.num_registers = config.delta_input_cells, config.delta_input_registers
-        self.per_token = config.delta_elements_per_token
-        self.n = n
-        self.norm = LlamaRMSNorm(h, eps=config.rms_norm_eps)
-        self.select = nn.Linear(h, len(config.delta_programs))
-        self.copies_tokens = bool(config.delta_token_values) and self.mode != "last_token"
-        if self.copies_tokens:
-            self.register_buffer("token_values", token_value_table(config), persistent=False)  # (V, 1 or k)
-        if self.mode == "slots":
-            slots = self.num_cells + self.num_registers
-            self.queries = nn.Parameter(torch.empty(slots + 1, h))  # (S + 1, H); the last one selects
-            self.keys = nn.Linear(h, h, bias=False)
-            self.values = nn.Parameter(torch.empty(slots, h, n))  # (S, H, n): one classifier per slot
-            self.values_bias = nn.Parameter(torch.empty(slots, n))  # (S, n)
-        else:
-            last_token_values = self.num_registers + (self.num_cells if self.mode == "last_token" else 0)
-            self.values = nn.Linear(h, last_token_values * n)
-        if self.mode == "tokens":
-            self.gates = nn.Linear(h, self.per_token)  # (H -> k): P(a token emits its element j)
-            if not self.copies_tokens:
-                self.elements = nn.Linear(h, self.per_token * n)  # (H -> k·n): element j's value, classified
-
-    def forward(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None) -> ParsedQuestion:
-        if self.copies_tokens and input_ids is None:
-            raise ValueError("this parser copies values from the tokens (delta_token_values): pass input_ids")
-        hidden = self.norm(hidden).float()  # (B, T, H); Δ runs in float32 whatever the backbone's dtype
-        b, t, _ = hidden.shape
-        if self.mode == "slots":
-            scores = torch.einsum("sh,bth->bst", self.queries.float(), self.keys(hidden)) / math.sqrt(hidden.shape[-1])
-            if attention_mask is not None:
-                scores = scores.masked_fill(attention_mask[:, None, :] == 0, torch.finfo(scores.dtype).min)
-            attention = scores.softmax(-1)  # (B, S + 1, T)
-            read = torch.einsum("bst,bth->bsh", attention, hidden)  # (B, S + 1, H)
-            values = torch.einsum("bsh,shn->bsn", read[:, :-1], self.values.float()) + self.values_bias.float()
-            values = values.softmax(-1)  # (B, S, n)
-            if self.copies_tokens:
-                numerals = numeral_values(self.token_values[input_ids, 0], self.n)  # (B, T)
-                values = copy_token_values(attention[:, :-1], numerals, values)
-            cells, registers = values.split([self.num_cells, self.num_registers], dim=1)
-            selection = self.select(read[:, -1]).softmax(-1)  # (B, P)
-            return ParsedQuestion(cells, registers, selection)  # (B, C, n), (B, Rin, n), (B, P)
-        z = last_token_states(hidden, attention_mask)  # (B, H)
-        values = self.values(z).view(
-            b, self.num_registers + (self.num_cells if self.mode == "last_token" else 0), self.n
-        )
-        values = values.softmax(-1)  # (B, [C +] Rin, n)
-        selection = self.select(z).softmax(-1)  # (B, P)
-        if self.mode == "last_token":
-            return ParsedQuestion(*values.split([self.num_cells, self.num_registers], dim=1), selection)
-        gates = self.gates(hidden).sigmoid()  # (B, T, k)
-        if attention_mask is not None:
-            gates = gates * attention_mask[..., None].to(gates.dtype)
-        if self.copies_tokens:
-            gates, elements = spell_token_values(self.token_values[input_ids], gates, self.n)
-        else:
-            elements = self.elements(hidden).view(b, t, self.per_token, self.n).softmax(-1)  # (B, T, k, n)
-        gates, elements = gates.flatten(1), elements.flatten(1, 2)  # (B, T·k), (B, T·k, n): token-major
-        return ParsedQuestion(compact_elements(gates, elements, self.num_cells), values, selection, gates, elements)
-
-
-def token_value_table(config: LlamaDeltaConfig) -> Tensor:
-    """(vocab, k) token id -> the values it spells, -1 padded (-1 everywhere: it spells none); `k` is 1 for `slots`,
-    `delta_elements_per_token` for `tokens`. A pure function of the config (rebuilt, not saved)."""
-    k = 1 if config.delta_parse_mode == "slots" else config.delta_elements_per_token
-    rows = [[-1] * k for _ in range(config.vocab_size)]
-    for token, spelled in config.delta_token_values.items():
-        values = spelled if isinstance(spelled, list) else [spelled]
-        rows[int(token)][: len(values)] = values
-    return torch.tensor(rows, dtype=torch.long, device="cpu")  # on the CPU even under a meta-device context
-
-
-def numeral_values(token_values: Tensor, n: int) -> Tensor:
-    """The number each token ends, for `slots` copying: adjacent value tokens read as one decimal numeral (a
-    digit-by-digit tokenizer's "1", "2", "5" is 125; Llama 3's "123", "4" is 1234), carried by the numeral's last
-    token only; the other tokens, and numerals of n or more, spell none (-1).
-
-    token_values (B, T) (each token's own value, -1 where it spells none) -> (B, T).
-    """
-    digits = torch.ones_like(token_values)
-    power = 10
-    while power < n:  # a value below n has at most len(str(n - 1)) digits
-        digits += (token_values >= power).long()
-        power *= 10
-    numerals, running = torch.full_like(token_values, -1), torch.full_like(token_values[:, 0], -1)  # (B, T), (B,)
-    for t in range(token_values.shape[1]):  # questions are short: a loop over positions, O(T) small ops
-        value = token_values[:, t]
-        extended = (running * 10 ** digits[:, t] + value).clamp_max(n)  # n: the numeral is out of range
-        running = torch.where(value < 0, -1, torch.where(running >= 0, extended, value))
-        numerals[:, t] = running
-    ends = torch.ones_like(token_values, dtype=torch.bool)
-    ends[:, :-1] = token_values[:, 1:] < 0  # the next token spells no value: the numeral ends here
-    return torch.where(ends & (numerals < n), numerals, -1)
-
-
-def copy_token_values(attention: Tensor, token_values: Tensor, classified: Tensor) -> Tensor:
-    """A slot's value: the value of the token it attends to where that token spells one (a copy, exact for a
-    sharp attention), its own classifier's distribution for the rest of its attention mass.
-
-    attention (B, S, T), token_values (B, T) (-1 where a token spells no value), classified (B, S, n) -> (B, S, n).
-    """
-    n = classified.shape[-1]
-    spelled = F.one_hot(token_values.clamp_min(0), n).to(attention) * (token_values >= 0)[..., None]  # (B, T, n)
-    copied = torch.einsum("bst,btn->bsn", attention, spelled)  # (B, S, n)
-    return copied + (1 - copied.sum(-1, keepdim=True)) * classified
-
-
-def spell_token_values(spelled: Tensor, gates: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """`tokens` parsing with spelled tokens: a token's elements are the values it spells, exactly (one-hot), and
-    only those can be emitted (a token that spells nothing emits nothing); only the gates stay learned.
-
-    spelled (B, T, k) (-1 padded), gates (B, T, k) -> gates (B, T, k), values (B, T, k, n).
-    """
-    return gates * (spelled >= 0), F.one_hot(spelled.clamp_min(0), n).to(gates)
-
-
-def compact_elements(gates: Tensor, values: Tensor, num_cells: int) -> Tensor:
-    """Place the elements a sequence emits, in order, into cells m[0], m[1], ...; empty cells hold 0.
-
-    gates (B, S): P(position s emits an element); values (B, S, n): the element's value distribution.
-    Position s's element lands in cell i with P(exactly i elements were emitted before s) -- a
-    Poisson-binomial over the earlier gates, built by one update per position. Hard gates give the
-    exact compaction; soft ones a differentiable mixture. Returns (B, C, n) distributions.
-    """
-    b, s, n = values.shape
-    before = F.one_hot(torch.zeros(b, dtype=torch.long, device=values.device), num_cells + 1).to(values)  # (B, C+1)
-    cells = values.new_zeros(b, num_cells, n)
-    for position in range(s):
-        gate = gates[:, position, None]  # (B, 1)
-        land = gate * before[:, :num_cells]  # (B, C): P(this element lands in cell i); counts >= C overflow
-        cells = cells + land[:, :, None] * values[:, position, None, :]  # (B, C, 1) * (B, 1, n)
-        # One more element emitted with P(gate): shift the count distribution (the overflow bin absorbs).
-        shifted = torch.cat([before[:, :1] * 0, before[:, :-2], before[:, -2:].sum(-1, keepdim=True)], dim=1)
-        before = (1 - gate) * before + gate * shifted
-    filled = cells.sum(-1, keepdim=True).clamp(max=1)  # (B, C, 1) P(cell i holds an element), rounding clipped
-    empty = F.one_hot(torch.zeros((), dtype=torch.long, device=values.device), n).to(values)  # (n,) the value 0
-    return cells + (1 - filled) * empty
-
-
 class DeltaComputerHead(nn.Module):
-    """Parser + Δ + answer read-out. The library ROM is a persistent, frozen buffer of the machine."""
+    """Parser + Δ + answer read-out. The library ROM is a persistent, frozen buffer of the machine (trainable logits
+    with `delta_trainable_programs`)."""
 
     def __init__(self, config: LlamaDeltaConfig):
         super().__init__()
         self.config = config
-        self.parser = DeltaParser(config)
+        self.parser = build_parser(config)
         self.machine = build_machine(config)
 
     def forward(
@@ -261,10 +78,10 @@ class DeltaComputerHead(nn.Module):
         if config.delta_straight_through:
             inputs = tuple(straight_through_one_hot(values) for values in inputs)
         elif samples and self.training:
-            inputs, log_q = sample_parse(parsed, samples)  # (B·S, ., n) one-hot each, (B, S)
+            inputs, log_q = self.parser.sample(parsed, samples)  # (B·S, ., n) one-hot each, (B, S)
             run_selection = selection.repeat_interleave(samples, dim=0)  # (B·S, P)
         elif samples:
-            inputs = greedy_parse(parsed)
+            inputs = self.parser.greedy(parsed)
         state = self.machine.start_state(
             memory=inputs[0] if cells.shape[1] else None,
             registers=inputs[1] if registers.shape[1] else None,
@@ -280,58 +97,6 @@ class DeltaComputerHead(nn.Module):
         return answer, selection, halted, cells, registers, run.trace, log_q
 
 
-def sample_categorical(values: Tensor, samples: int) -> tuple[Tensor, Tensor]:
-    """`samples` one-hot draws from each distribution: values (B, X, n) -> (B, S, X, n) one-hot, log q (B, S)."""
-    b, x, n = values.shape
-    if x == 0:
-        return values.new_zeros(b, samples, 0, n), values.new_zeros(b, samples)
-    picks = torch.multinomial(values.detach().reshape(b * x, n), samples, replacement=True)  # (B·X, S)
-    picks = picks.view(b, x, samples).transpose(1, 2)  # (B, S, X)
-    chosen = values[:, None].expand(b, samples, x, n).gather(-1, picks[..., None])[..., 0]  # (B, S, X)
-    return F.one_hot(picks, n).to(values), _log(chosen).sum(-1)
-
-
-def _log(probabilities: Tensor) -> Tensor:
-    return torch.log(probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny))
-
-
-def sample_parse(parsed: ParsedQuestion, samples: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
-    """`samples` one-hot parses per example, drawn from the head's distributions (its policy), and their log q.
-
-    Cells and registers are drawn independently, except under `tokens` parsing, where the draws are the factors:
-    each element is emitted or not (Bernoulli on its gate) with a drawn value, and the emitted ones are compacted,
-    so that a parse never holds one element twice. Returns cells (B·S, C, n), registers (B·S, Rin, n) (example-
-    major) and log q (B, S).
-    """
-    b, c, n = parsed.cells.shape
-    registers, log_q = sample_categorical(parsed.registers, samples)  # (B, S, Rin, n), (B, S)
-    if parsed.gates is None:
-        cells, log_q_cells = sample_categorical(parsed.cells, samples)  # (B, S, C, n)
-        log_q = log_q + log_q_cells
-    else:
-        listed = parsed.gates > 0  # (B, E): padding and elements no token spells stay off
-        gates = (EXPLORATION + (1 - 2 * EXPLORATION) * parsed.gates) * listed  # (B, E)
-        emitted = torch.bernoulli(gates.detach()[:, None].expand(b, samples, -1))  # (B, S, E)
-        log_q = log_q + (emitted * _log(gates[:, None]) + (1 - emitted) * _log(1 - gates[:, None])).sum(-1)
-        values, log_q_values = sample_categorical(parsed.elements, samples)  # (B, S, E, n); a copied value: log q 0
-        log_q = log_q + log_q_values
-        cells = compact_elements(emitted.flatten(0, 1), values.flatten(0, 1), c)  # (B·S, C, n): exact on 0/1 gates
-        cells = cells.view(b, samples, c, n)
-    return (cells.flatten(0, 1), registers.flatten(0, 1)), log_q
-
-
-def greedy_parse(parsed: ParsedQuestion) -> tuple[Tensor, Tensor]:
-    """The most likely parse, one-hot: the arg-max of every distribution (of every factor under `tokens`)."""
-
-    def arg_max(values: Tensor) -> Tensor:
-        return F.one_hot(values.argmax(-1), values.shape[-1]).to(values)
-
-    cells = parsed.cells
-    if parsed.gates is not None:
-        cells = compact_elements((parsed.gates > 0.5).to(cells), arg_max(parsed.elements), cells.shape[1])
-    return arg_max(cells), arg_max(parsed.registers)
-
-
 def straight_through_one_hot(probabilities: Tensor) -> Tensor:
     """The arg-max as an exact one-hot forward, the probabilities' gradient backward (straight-through).
 
@@ -344,11 +109,13 @@ def straight_through_one_hot(probabilities: Tensor) -> Tensor:
 
 
 def build_machine(config: LlamaDeltaConfig) -> DeltaMachine:
-    """Δ as the config describes it, holding the compiled library.
+    """Δ as the config describes it, holding the compiled library (`compile_library`: frozen one-hot ROM, or
+    trainable ROM logits with `delta_trainable_programs`).
 
     Built on the CPU even inside `from_pretrained`'s meta-device context: its buffers are exact functions
     of the config, cheap to compute and not all computable on meta tensors.
     """
+    library = compile_library(config.delta_programs, config.delta_word_size, config.delta_num_registers)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32)  # `from_pretrained(dtype=...)` sets the default dtype while building
     try:
@@ -360,7 +127,9 @@ def build_machine(config: LlamaDeltaConfig) -> DeltaMachine:
                 alu=config.delta_alu,
                 max_steps=config.delta_max_steps,
                 checkpoint_steps=config.delta_checkpoint_steps,
-                programs=config.delta_programs,
+                programs=library,
+                trainable_programs=config.delta_trainable_programs,
+                sharpness=config.delta_program_sharpness,
             )
     finally:
         torch.set_default_dtype(default_dtype)
@@ -376,7 +145,7 @@ class LlamaDeltaPreTrainedModel(LlamaPreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, DeltaParser):
-            if module.mode == "slots":
+            if isinstance(module, SlotParser):
                 std = self.config.initializer_range
                 init.normal_(module.queries, std=std)
                 init.normal_(module.values, std=std)
@@ -384,11 +153,13 @@ class LlamaDeltaPreTrainedModel(LlamaPreTrainedModel):
             if module.copies_tokens:  # non-persistent: loading leaves it uninitialised
                 init.copy_(module.token_values, token_value_table(self.config).to(module.token_values.device))
         if isinstance(module, DeltaMachine):
-            # Every Δ buffer (the library ROM, the control tables, the ALU's index tables) is a pure function
-            # of the config: rebuild it wherever loading did not fill it (`copy_` leaves loaded values alone).
-            fresh = dict(build_machine(self.config).named_buffers())
-            for name, buffer in module.named_buffers():
-                init.copy_(buffer, fresh[name].to(buffer.dtype))
+            # Every Δ buffer (the library ROM, the control tables, the ALU's index tables) and the initial
+            # trainable ROM logits are pure functions of the config: rebuild them wherever loading did not fill
+            # them (`copy_` leaves loaded values alone).
+            fresh = build_machine(self.config)
+            fresh_tensors = {**dict(fresh.named_buffers()), **dict(fresh.named_parameters())}
+            for name, tensor in [*module.named_buffers(), *module.named_parameters()]:
+                init.copy_(tensor, fresh_tensors[name].to(tensor.dtype))
 
 
 class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
@@ -421,21 +192,50 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
                 raise ValueError(f"checkpoint tensor {name!r} holds {bad} non-finite value(s) (NaN or inf)")
 
     def verify_library(self) -> None:
-        """Refuse a library whose ROM buffer disagrees with (or cannot be rebuilt from) its assembly source."""
-        config, machine = self.config, self.delta_head.machine
-        rom = machine.rom_distribution()  # (P, n, F)
-        for index, (name, source) in enumerate(config.delta_programs.items()):
-            try:
-                program = assemble(source, config.delta_word_size, config.delta_num_registers)
-            except AssemblyError as error:
-                raise ValueError(f"library program {name!r} does not assemble: {error}") from error
-            expected = compile_programs([program]).to(rom.device, rom.dtype)[0]  # (n, F)
+        """Refuse a library whose ROM disagrees with (or cannot be rebuilt from) its assembly source.
+
+        A frozen ROM must equal its compiled sources exactly. A trainable one (`delta_trainable_programs`) has
+        learned away from them by design: only its shape is checked (`delta_head.machine.decompile()` gives what
+        it runs).
+        """
+        config = self.config
+        library = compile_library(config.delta_programs, config.delta_word_size, config.delta_num_registers)
+        rom = self.delta_head.machine.rom_distribution()  # (P, n, F)
+        if rom.shape != library.rom.shape:
+            raise ValueError(
+                f"the ROM has shape {tuple(rom.shape)}; config.delta_programs compiles to {tuple(library.rom.shape)}"
+            )
+        if config.delta_trainable_programs:
+            return
+        for index, name in enumerate(library.names):
+            expected = library.rom[index].to(rom.device, rom.dtype)  # (n, F)
             if not torch.equal(rom[index], expected):
                 lines = (rom[index] != expected).any(-1).nonzero().flatten().tolist()
                 raise ValueError(
                     f"library program {name!r}: the ROM buffer disagrees with its assembly source on lines "
                     f"{lines[:10]}; the checkpoint's weights do not match its config.delta_programs"
                 )
+
+    def resize_delta(self, *, max_steps: int) -> None:
+        """Run Δ for at most `max_steps` steps per forward pass from now on: in the config (what `save_pretrained`
+        writes) and in every Δ of the model (a PEFT wrapper holds the original head and its trained copy).
+
+        A run stops early only once every example has halted exactly, which soft parses rarely reach, so the limit
+        is what a batch costs: size it to the data being run (train_sft.py uses each split's step bound). A
+        checkpoint block (`delta_checkpoint_steps`) longer than the new limit shrinks to it.
+        """
+        config = self.config
+        before = config.delta_max_steps, config.delta_checkpoint_steps
+        config.delta_max_steps = max_steps
+        if isinstance(max_steps, int) and not isinstance(max_steps, bool):
+            config.delta_checkpoint_steps = min(config.delta_checkpoint_steps, max_steps)
+        try:
+            config.validate_delta()
+        except ValueError:
+            config.delta_max_steps, config.delta_checkpoint_steps = before
+            raise
+        for machine in (module for module in self.modules() if isinstance(module, DeltaMachine)):
+            machine.max_steps, machine.checkpoint_steps = max_steps, config.delta_checkpoint_steps
 
     def forward(
         self,

@@ -96,3 +96,42 @@ def test_decompile_names_targets_functions_and_lines():
         decompile(compile_programs(program)[0], R, num_lines=N)
     with pytest.raises(ValueError, match="one program"):
         decompile(compile_programs(program), R)
+
+
+def test_compile_library_is_the_one_driver_assembling_each_config_once(monkeypatch, tmp_path):
+    """Text -> Program -> ROM happens once per library: the config's validation, the machine, weight initialisation,
+    a save/load round trip and `verify_library` all take the cached result."""
+    from modeling_llama_delta import compiler
+    from modeling_llama_delta.configuration_llama_delta import LlamaDeltaConfig
+    from modeling_llama_delta.library import LIBRARY
+    from modeling_llama_delta.modeling_llama_delta import LlamaDeltaForAlgorithmicQA
+    from tests.helpers.configs import TINY_LLAMA
+
+    assembled = []
+
+    def counting_assemble(source, n, num_registers):
+        assembled.append(source)
+        return assemble(source, n, num_registers)
+
+    monkeypatch.setattr(compiler, "assemble", counting_assemble)
+    compiler._compile_library.cache_clear()
+    programs = {name: LIBRARY[name] for name in ("add", "sort")}
+    config = LlamaDeltaConfig(**TINY_LLAMA, delta_word_size=32, delta_memory_size=8, delta_programs=programs)
+    model = LlamaDeltaForAlgorithmicQA(config)
+    model.save_pretrained(tmp_path)
+    loaded = LlamaDeltaForAlgorithmicQA.from_pretrained(tmp_path)
+    loaded.verify_library()
+    assert sorted(assembled) == sorted(programs.values())  # each source assembled exactly once
+    library = compiler.compile_library(config.delta_programs, 32, config.delta_num_registers)
+    assert library.names == ("add", "sort") and torch.equal(library.rom, compile_programs(list(library.programs)))
+    assert torch.equal(loaded.delta_head.machine.rom, library.rom)
+    assert loaded.delta_head.machine.rom.data_ptr() != library.rom.data_ptr()  # the machine holds its own copy
+
+
+def test_compile_library_errors_name_the_program_and_line():
+    from modeling_llama_delta.compiler import compile_library
+
+    with pytest.raises(ValueError, match=r"delta_programs\['broken'\] does not assemble: line 2\b.*bogus"):
+        compile_library({"fine": "halt", "broken": ".func broken\n    bogus r1"}, N, R)
+    with pytest.raises(ValueError, match="delta_programs is empty"):
+        compile_library({}, N, R)

@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 from modeling_llama_delta import LIBRARY, LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA, assemble, run_reference
 from modeling_llama_delta.compiler import compile_programs
 from modeling_llama_delta.configuration_llama_delta import PARSE_MODES
-from modeling_llama_delta.modeling_llama_delta import ANSWER_EPS, format_answer
+from modeling_llama_delta.modeling_llama_delta import ANSWER_EPS, format_answer, score_function_loss
+from modeling_llama_delta.parsing import ParsedElements, ParsedQuestion, SlotParser, TokenParser, compact_elements
 from tests.helpers.configs import COPYING_SLOTS, TINY_LLAMA
 
 # Arithmetic library (the default Λ): two parsed registers, answer r0 and r1.
@@ -62,7 +63,7 @@ def force_parse(model: LlamaDeltaForAlgorithmicQA, cells: list[int], registers: 
     n, names = config.delta_word_size, list(config.delta_programs)
     target = F.one_hot(torch.tensor(cells + registers, dtype=torch.long), n).float() * BIG_LOGIT  # (C + Rin, n)
     with torch.no_grad():
-        if parser.mode == "slots":
+        if isinstance(parser, SlotParser):
             parser.values.zero_()
             parser.values_bias.copy_(target)
         else:
@@ -403,8 +404,6 @@ def test_batched_one_hot_parses_match_the_reference(delta, monkeypatch):
     def one_hot(rows: list[list[int]], width: int) -> torch.Tensor:
         return F.one_hot(torch.tensor(rows, dtype=torch.long).view(len(rows), width), n).float()
 
-    from modeling_llama_delta.modeling_llama_delta import ParsedQuestion
-
     parsed = ParsedQuestion(
         one_hot([cells for _, cells, _ in examples], config.delta_input_cells),
         one_hot([registers for _, _, registers in examples], config.delta_input_registers),
@@ -479,7 +478,7 @@ def test_straight_through_runs_delta_on_the_arg_max_and_passes_gradients():
 
 
 def test_slots_copy_the_value_of_the_attended_token():
-    from modeling_llama_delta.modeling_llama_delta import copy_token_values
+    from modeling_llama_delta.parsing import copy_token_values
 
     token_values = torch.tensor([[-1, 7, -1, 3]])  # (B, T): tokens 1 and 3 spell 7 and 3
     attention = torch.tensor([[[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0, 0]]])
@@ -492,7 +491,7 @@ def test_slots_copy_the_value_of_the_attended_token():
 
 
 def test_slots_read_adjacent_value_tokens_as_one_numeral():
-    from modeling_llama_delta.modeling_llama_delta import numeral_values
+    from modeling_llama_delta.parsing import numeral_values
 
     # "Add 1 2 5 and 9 7 ." digit by digit, then "12" "3" (Llama 3 style chunks), then 2 0 0 (>= n = 128)
     token_values = torch.tensor([[-1, 1, 2, 5, -1, 9, 7, -1, 12, 3, -1, 2, 0, 0]])
@@ -577,15 +576,13 @@ def test_spelled_tokens_emit_exactly_their_values_and_nothing_else():
 
 
 def test_sampled_parses_are_exact_compactions_with_their_log_probability():
-    from modeling_llama_delta.modeling_llama_delta import ParsedQuestion, compact_elements, sample_parse
-
     torch.manual_seed(0)
     n, samples = 8, 64
     gates = torch.tensor([[0.5, 0.9, 0.0, 0.2]], requires_grad=True)  # (B=1, E=4); element 2 spelled nothing
     elements = F.one_hot(torch.tensor([[3, 5, 1, 7]]), n).float()  # (1, 4, n)
     registers = torch.full((1, 1, n), 1 / n)
-    parsed = ParsedQuestion(compact_elements(gates, elements, 4), registers, torch.ones(1, 1), gates, elements)
-    (cells, drawn_registers), log_q = sample_parse(parsed, samples)
+    parsed = ParsedElements(compact_elements(gates, elements, 4), registers, torch.ones(1, 1), gates, elements)
+    (cells, drawn_registers), log_q = TokenParser.sample(parsed, samples)
     assert cells.shape == (samples, 4, n) and drawn_registers.shape == (samples, 1, n) and log_q.shape == (1, samples)
     assert torch.equal(cells.max(-1).values, torch.ones(samples, 4))  # one-hot
     for cell_row, lq in zip(cells.argmax(-1).tolist(), log_q[0].tolist(), strict=True):
@@ -600,8 +597,6 @@ def test_sampled_parses_are_exact_compactions_with_their_log_probability():
 
 
 def test_score_function_loss_value_and_gradient():
-    from modeling_llama_delta.modeling_llama_delta import score_function_loss
-
     # Two examples x three samples, K = 2 answer elements over n = 4; the second answer element of example 1 is
     # padding. Exact runs: one-hot answers (probability 1 or ~0 on the label).
     right, wrong = torch.log(torch.tensor([1.0, 1e-6, 1e-6, 1e-6])), torch.log(torch.tensor([1e-6, 1.0, 1e-6, 1e-6]))

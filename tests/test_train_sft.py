@@ -18,7 +18,7 @@ from llama_delta.rom_check import assert_library_unchanged, library_snapshot
 from llama_delta.task_settings import delta_settings, elements_per_token, load_task_data
 from llama_delta.text_baseline import parse_answer_text
 from llama_delta.tokenizer import load_llama3_tokenizer
-from modeling_llama_delta import LlamaDeltaForAlgorithmicQA
+from modeling_llama_delta import LlamaDeltaForAlgorithmicQA, assemble
 from modeling_llama_delta.compiler import compile_programs
 from modeling_llama_delta.library import assemble_library, step_bound
 
@@ -74,6 +74,21 @@ def test_arithmetic_end_to_end(tmp_path):
     programs = assemble_library(model.config.delta_programs, n=128, num_registers=8)
     assert torch.equal(model.delta_head.machine.rom, compile_programs(list(programs.values())))
     assert model.config.delta_programs.keys() == {"add", "sub", "mul", "div", "mod", "min", "max"}
+
+
+def test_trainable_programs_end_to_end(tmp_path):
+    extra = ["--dataset_size", "100", "--trainable_programs", "--program_sharpness", "8"]
+    sft.main(tiny_args(tmp_path, "arithmetic", *extra))
+    hub = tmp_path / "run" / "hub"
+    model = LlamaDeltaForAlgorithmicQA.from_pretrained(hub)
+    config, machine = model.config, model.delta_head.machine
+    assert config.delta_trainable_programs and config.delta_program_sharpness == 8.0
+    programs = assemble_library(config.delta_programs, n=128, num_registers=8)
+    assert not torch.equal(machine.rom_logits, 8.0 * compile_programs(list(programs.values())))  # it trained
+    decompiled = model.delta_head.machine.decompile()
+    for name in config.delta_programs:  # the export's programs are what the trained ROM runs, as assembly
+        text = (hub / "decompiled" / f"{name}.asm").read_text()
+        assert text.endswith(decompiled[name]) and name in assemble(text, 128, 8).functions
 
 
 def test_sort_end_to_end(tmp_path):

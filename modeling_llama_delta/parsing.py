@@ -1,0 +1,344 @@
+"""Parse modes: how the head turns hidden states into Δ's initial cells, registers and program selection.
+
+One class per parse mode behind `PARSERS` (name -> class, as transformers dispatches attention implementations):
+each owns its parameters, its forward, and how its parse is sampled (`delta_parse_samples`) and taken greedily.
+`config.delta_parse_mode` names the class; `build_parser` is the one place that reads it. A variant of a mode
+(experiments/char_lexicon.py, experiments/numeral_pointer.py) subclasses it and overrides its value hook.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+if TYPE_CHECKING:
+    from .configuration_llama_delta import LlamaDeltaConfig
+
+# Sampled parses (`delta_parse_samples`) draw each gate from P = EXPLORATION + (1 - 2·EXPLORATION)·gate: a token
+# whose gate has collapsed the wrong way is still tried now and then, so its gradient does not vanish for good.
+EXPLORATION = 0.05
+
+
+@dataclass
+class ParsedQuestion:
+    """The head's parse, as distributions: cells (B, C, n), registers (B, Rin, n), selection (B, P)."""
+
+    cells: Tensor
+    registers: Tensor
+    selection: Tensor
+
+
+@dataclass
+class ParsedElements(ParsedQuestion):
+    """A `tokens` parse, with its factors: element gates (B, E) and values (B, E, n) (E = T·k, token-major), which
+    `compact_elements` turns into the cells."""
+
+    gates: Tensor
+    elements: Tensor
+
+
+def last_token_states(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """(B, T, H) -> (B, H): the state of each row's last real token (left or right padding)."""
+    if attention_mask is None:
+        return hidden[:, -1]
+    positions = torch.arange(hidden.shape[1], device=hidden.device)  # (T,)
+    last = (attention_mask.to(positions.dtype) * (positions + 1)).argmax(-1)  # (B,) index of the last 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def one_hot_arg_max(values: Tensor) -> Tensor:
+    """(..., n) distributions -> (..., n) the one-hot of each arg-max."""
+    return F.one_hot(values.argmax(-1), values.shape[-1]).to(values)
+
+
+class DeltaParser(nn.Module):
+    """Hidden states -> `ParsedQuestion`: Δ's cells (B, C, n), registers (B, Rin, n) and program selection (B, P),
+    all probability distributions (one-hot classifications, paper §3.4). The parts every mode shares: the norm,
+    the selection classifier, and the table of values tokens spell (`delta_token_values`), where the mode copies.
+
+    Subclasses set `min_input_cells` and `values_per_token` (read by the config's validation) and implement
+    `forward`; `sample` and `greedy` draw one-hot parses from the distributions.
+    """
+
+    min_input_cells: int = 0  # fewest `delta_input_cells` the mode works with
+
+    @staticmethod
+    def values_per_token(config: LlamaDeltaConfig) -> int:
+        """How many values one token can spell in `delta_token_values` (0: this mode copies none)."""
+        return 0
+
+    def __init__(self, config: LlamaDeltaConfig):
+        super().__init__()
+        self.hidden_size, self.n = config.hidden_size, config.delta_word_size
+        self.num_cells, self.num_registers = config.delta_input_cells, config.delta_input_registers
+        self.norm = LlamaRMSNorm(self.hidden_size, eps=config.rms_norm_eps)
+        self.select = nn.Linear(self.hidden_size, len(config.delta_programs))
+        self.copies_tokens = bool(config.delta_token_values)  # the config refuses them where the mode copies none
+        if self.copies_tokens:
+            self.register_buffer("token_values", token_value_table(config), persistent=False)  # (V, 1 or k)
+
+    def prepare(self, hidden: Tensor, input_ids: Tensor | None) -> Tensor:
+        """(B, T, H) normed, in float32 (Δ runs in float32 whatever the backbone's dtype)."""
+        if self.copies_tokens and input_ids is None:
+            raise ValueError("this parser copies values from the tokens (delta_token_values): pass input_ids")
+        return self.norm(hidden).float()
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None) -> ParsedQuestion:
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    @staticmethod
+    def sample(parsed: ParsedQuestion, samples: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        """`samples` one-hot parses per example, drawn from the head's distributions (its policy), and their log q:
+        cells (B·S, C, n) and registers (B·S, Rin, n) (example-major), each drawn independently, and log q (B, S)."""
+        registers, log_q = sample_categorical(parsed.registers, samples)  # (B, S, Rin, n), (B, S)
+        cells, log_q_cells = sample_categorical(parsed.cells, samples)  # (B, S, C, n)
+        return (cells.flatten(0, 1), registers.flatten(0, 1)), log_q + log_q_cells
+
+    @staticmethod
+    def greedy(parsed: ParsedQuestion) -> tuple[Tensor, Tensor]:
+        """The most likely parse, one-hot: the arg-max of every distribution."""
+        return one_hot_arg_max(parsed.cells), one_hot_arg_max(parsed.registers)
+
+
+class LastTokenParser(DeltaParser):
+    """`last_token` (the paper): cells, registers and the selection all from one vector, the last token's state."""
+
+    def __init__(self, config: LlamaDeltaConfig):
+        super().__init__(config)
+        self.values = nn.Linear(self.hidden_size, (self.num_cells + self.num_registers) * self.n)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None) -> ParsedQuestion:
+        hidden = self.prepare(hidden, input_ids)  # (B, T, H)
+        z = last_token_states(hidden, attention_mask)  # (B, H)
+        values = self.values(z).view(hidden.shape[0], self.num_cells + self.num_registers, self.n).softmax(-1)
+        cells, registers = values.split([self.num_cells, self.num_registers], dim=1)  # (B, C, n), (B, Rin, n)
+        return ParsedQuestion(cells, registers, self.select(z).softmax(-1))
+
+
+class SlotParser(DeltaParser):
+    """`slots`: one learned query per parsed value and one for the selection, each attending over all token states,
+    so that parsing a string into cells need not squeeze through one vector. With `delta_token_values`, a slot
+    attending to a numeral's last token copies the numeral's value (`copy_token_values`)."""
+
+    @staticmethod
+    def values_per_token(config: LlamaDeltaConfig) -> int:
+        return 1
+
+    def __init__(self, config: LlamaDeltaConfig):
+        super().__init__(config)
+        h, slots = self.hidden_size, self.num_cells + self.num_registers
+        self.queries = nn.Parameter(torch.empty(slots + 1, h))  # (S + 1, H); the last one selects
+        self.keys = nn.Linear(h, h, bias=False)
+        self.values = nn.Parameter(torch.empty(slots, h, self.n))  # (S, H, n): one classifier per slot
+        self.values_bias = nn.Parameter(torch.empty(slots, self.n))  # (S, n)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None) -> ParsedQuestion:
+        hidden = self.prepare(hidden, input_ids)  # (B, T, H)
+        scores = torch.einsum("sh,bth->bst", self.queries.float(), self.keys(hidden)) / math.sqrt(hidden.shape[-1])
+        if attention_mask is not None:
+            scores = scores.masked_fill(attention_mask[:, None, :] == 0, torch.finfo(scores.dtype).min)
+        attention = scores.softmax(-1)  # (B, S + 1, T)
+        read = torch.einsum("bst,bth->bsh", attention, hidden)  # (B, S + 1, H)
+        values = self.slot_values(attention[:, :-1], read[:, :-1], input_ids)  # (B, S, n)
+        cells, registers = values.split([self.num_cells, self.num_registers], dim=1)
+        selection = self.select(read[:, -1]).softmax(-1)  # (B, P)
+        return ParsedQuestion(cells, registers, selection)  # (B, C, n), (B, Rin, n), (B, P)
+
+    def slot_values(self, attention: Tensor, read: Tensor, input_ids: Tensor | None) -> Tensor:
+        """Each value slot's distribution: attention (B, S, T), the slots' reads (B, S, H) -> (B, S, n)."""
+        values = torch.einsum("bsh,shn->bsn", read, self.values.float()) + self.values_bias.float()
+        values = values.softmax(-1)  # (B, S, n)
+        if self.copies_tokens:
+            numerals = numeral_values(self.token_values[input_ids, 0], self.n)  # (B, T)
+            values = copy_token_values(attention, numerals, values)
+        return values
+
+
+class TokenParser(DeltaParser):
+    """`tokens`: every token emits up to `k` elements (a gate and a value each, `k` = `delta_elements_per_token`),
+    and element number i lands in cell m[i] (`compact_elements`); registers and the selection come from the last
+    token. Position-free, so it parses strings of any length, and `k > 1` lets a multi-character BPE token spell
+    several cells. With `delta_token_values`, a token's elements are the characters it spells, copied exactly;
+    only the gates (which tokens are the string's elements) are learned."""
+
+    min_input_cells = 1
+
+    @staticmethod
+    def values_per_token(config: LlamaDeltaConfig) -> int:
+        return config.delta_elements_per_token
+
+    def __init__(self, config: LlamaDeltaConfig):
+        super().__init__(config)
+        h, self.per_token = self.hidden_size, config.delta_elements_per_token
+        self.values = nn.Linear(h, self.num_registers * self.n)
+        self.gates = nn.Linear(h, self.per_token)  # (H -> k): P(a token emits its element j)
+        if not self.copies_tokens:
+            self.elements = nn.Linear(h, self.per_token * self.n)  # (H -> k·n): element j's value, classified
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None) -> ParsedElements:
+        hidden = self.prepare(hidden, input_ids)  # (B, T, H)
+        b = hidden.shape[0]
+        z = last_token_states(hidden, attention_mask)  # (B, H)
+        registers = self.values(z).view(b, self.num_registers, self.n).softmax(-1)  # (B, Rin, n)
+        selection = self.select(z).softmax(-1)  # (B, P)
+        gates = self.gates(hidden).sigmoid()  # (B, T, k)
+        if attention_mask is not None:
+            gates = gates * attention_mask[..., None].to(gates.dtype)
+        gates, elements = self.element_values(hidden, gates, input_ids)  # (B, T, k), (B, T, k, n)
+        gates, elements = gates.flatten(1), elements.flatten(1, 2)  # (B, T·k), (B, T·k, n): token-major
+        cells = compact_elements(gates, elements, self.num_cells)  # (B, C, n)
+        return ParsedElements(cells, registers, selection, gates, elements)
+
+    def element_values(self, hidden: Tensor, gates: Tensor, input_ids: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Each token's elements: hidden (B, T, H), gates (B, T, k) -> gates (B, T, k), values (B, T, k, n)."""
+        if self.copies_tokens:
+            return spell_token_values(self.token_values[input_ids], gates, self.n)
+        b, t, _ = hidden.shape
+        return gates, self.elements(hidden).view(b, t, self.per_token, self.n).softmax(-1)
+
+    @staticmethod
+    def sample(parsed: ParsedElements, samples: int) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        """As `DeltaParser.sample`, but the draws are the factors: each element is emitted or not (Bernoulli on its
+        gate) with a drawn value, and the emitted ones are compacted, so that a parse never holds one element twice.
+        """
+        b, c, n = parsed.cells.shape
+        registers, log_q = sample_categorical(parsed.registers, samples)  # (B, S, Rin, n), (B, S)
+        listed = parsed.gates > 0  # (B, E): padding and elements no token spells stay off
+        gates = (EXPLORATION + (1 - 2 * EXPLORATION) * parsed.gates) * listed  # (B, E)
+        emitted = torch.bernoulli(gates.detach()[:, None].expand(b, samples, -1))  # (B, S, E)
+        log_q = log_q + (emitted * _log(gates[:, None]) + (1 - emitted) * _log(1 - gates[:, None])).sum(-1)
+        values, log_q_values = sample_categorical(parsed.elements, samples)  # (B, S, E, n); a copied value: log q 0
+        log_q = log_q + log_q_values
+        cells = compact_elements(emitted.flatten(0, 1), values.flatten(0, 1), c)  # (B·S, C, n): exact on 0/1 gates
+        return (cells, registers.flatten(0, 1)), log_q
+
+    @staticmethod
+    def greedy(parsed: ParsedElements) -> tuple[Tensor, Tensor]:
+        """The arg-max of every factor: the elements whose gate is above 1/2, with their arg-max values, compacted."""
+        gates = (parsed.gates > 0.5).to(parsed.cells)
+        cells = compact_elements(gates, one_hot_arg_max(parsed.elements), parsed.cells.shape[1])
+        return one_hot_arg_max(cells), one_hot_arg_max(parsed.registers)
+
+
+# The registry: `delta_parse_mode` -> its parser class.
+PARSERS: dict[str, type[DeltaParser]] = {"last_token": LastTokenParser, "slots": SlotParser, "tokens": TokenParser}
+PARSE_MODES: tuple[str, ...] = tuple(PARSERS)
+
+
+def build_parser(config: LlamaDeltaConfig) -> DeltaParser:
+    """The parser `config.delta_parse_mode` names."""
+    return PARSERS[config.delta_parse_mode](config)
+
+
+def token_value_table(config: LlamaDeltaConfig) -> Tensor:
+    """(vocab, k) token id -> the values it spells, -1 padded (-1 everywhere: it spells none); `k` is the parse
+    mode's `values_per_token`. A pure function of the config (rebuilt, not saved)."""
+    k = PARSERS[config.delta_parse_mode].values_per_token(config)
+    rows = [[-1] * k for _ in range(config.vocab_size)]
+    for token, spelled in config.delta_token_values.items():
+        values = spelled if isinstance(spelled, list) else [spelled]
+        rows[int(token)][: len(values)] = values
+    return torch.tensor(rows, dtype=torch.long, device="cpu")  # on the CPU even under a meta-device context
+
+
+def numeral_values(token_values: Tensor, n: int) -> Tensor:
+    """The number each token ends, for `slots` copying: adjacent value tokens read as one decimal numeral (a
+    digit-by-digit tokenizer's "1", "2", "5" is 125; Llama 3's "123", "4" is 1234), carried by the numeral's last
+    token only; the other tokens, and numerals of n or more, spell none (-1).
+
+    token_values (B, T) (each token's own value, -1 where it spells none) -> (B, T).
+    """
+    digits = torch.ones_like(token_values)
+    power = 10
+    while power < n:  # a value below n has at most len(str(n - 1)) digits
+        digits += (token_values >= power).long()
+        power *= 10
+    numerals, running = torch.full_like(token_values, -1), torch.full_like(token_values[:, 0], -1)  # (B, T), (B,)
+    for t in range(token_values.shape[1]):  # questions are short: a loop over positions, O(T) small ops
+        value = token_values[:, t]
+        extended = (running * 10 ** digits[:, t] + value).clamp_max(n)  # n: the numeral is out of range
+        running = torch.where(value < 0, -1, torch.where(running >= 0, extended, value))
+        numerals[:, t] = running
+    ends = torch.ones_like(token_values, dtype=torch.bool)
+    ends[:, :-1] = token_values[:, 1:] < 0  # the next token spells no value: the numeral ends here
+    return torch.where(ends & (numerals < n), numerals, -1)
+
+
+def copy_token_values(attention: Tensor, token_values: Tensor, classified: Tensor) -> Tensor:
+    """A slot's value: the value of the token it attends to where that token spells one (a copy, exact for a
+    sharp attention), its own classifier's distribution for the rest of its attention mass.
+
+    attention (B, S, T), token_values (B, T) (-1 where a token spells no value), classified (B, S, n) -> (B, S, n).
+    """
+    n = classified.shape[-1]
+    spelled = F.one_hot(token_values.clamp_min(0), n).to(attention) * (token_values >= 0)[..., None]  # (B, T, n)
+    copied = torch.einsum("bst,btn->bsn", attention, spelled)  # (B, S, n)
+    return copied + (1 - copied.sum(-1, keepdim=True)) * classified
+
+
+def spell_token_values(spelled: Tensor, gates: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """`tokens` parsing with spelled tokens: a token's elements are the values it spells, exactly (one-hot), and
+    only those can be emitted (a token that spells nothing emits nothing); only the gates stay learned.
+
+    spelled (B, T, k) (-1 padded), gates (B, T, k) -> gates (B, T, k), values (B, T, k, n).
+    """
+    return gates * (spelled >= 0), F.one_hot(spelled.clamp_min(0), n).to(gates)
+
+
+def compact_elements(gates: Tensor, values: Tensor, num_cells: int) -> Tensor:
+    """Place the elements a sequence emits, in order, into cells m[0], m[1], ...; empty cells hold 0.
+
+    gates (B, S): P(position s emits an element); values (B, S, n): the element's value distribution.
+    Position s's element lands in cell i with P(exactly i elements were emitted before s) -- a
+    Poisson-binomial over the earlier gates, built by one update per position. Hard gates give the
+    exact compaction; soft ones a differentiable mixture. Returns (B, C, n) distributions.
+    """
+    b, s, n = values.shape
+    before = F.one_hot(torch.zeros(b, dtype=torch.long, device=values.device), num_cells + 1).to(values)  # (B, C+1)
+    cells = values.new_zeros(b, num_cells, n)
+    for position in range(s):
+        gate = gates[:, position, None]  # (B, 1)
+        land = gate * before[:, :num_cells]  # (B, C): P(this element lands in cell i); counts >= C overflow
+        cells = cells + land[:, :, None] * values[:, position, None, :]  # (B, C, 1) * (B, 1, n)
+        # One more element emitted with P(gate): shift the count distribution (the overflow bin absorbs).
+        shifted = torch.cat([before[:, :1] * 0, before[:, :-2], before[:, -2:].sum(-1, keepdim=True)], dim=1)
+        before = (1 - gate) * before + gate * shifted
+    filled = cells.sum(-1, keepdim=True).clamp(max=1)  # (B, C, 1) P(cell i holds an element), rounding clipped
+    empty = F.one_hot(torch.zeros((), dtype=torch.long, device=values.device), n).to(values)  # (n,) the value 0
+    return cells + (1 - filled) * empty
+
+
+def sample_categorical(values: Tensor, samples: int) -> tuple[Tensor, Tensor]:
+    """`samples` one-hot draws from each distribution: values (B, X, n) -> (B, S, X, n) one-hot, log q (B, S)."""
+    b, x, n = values.shape
+    if x == 0:
+        return values.new_zeros(b, samples, 0, n), values.new_zeros(b, samples)
+    picks = torch.multinomial(values.detach().reshape(b * x, n), samples, replacement=True)  # (B·X, S)
+    picks = picks.view(b, x, samples).transpose(1, 2)  # (B, S, X)
+    chosen = values[:, None].expand(b, samples, x, n).gather(-1, picks[..., None])[..., 0]  # (B, S, X)
+    return F.one_hot(picks, n).to(values), _log(chosen).sum(-1)
+
+
+def _log(probabilities: Tensor) -> Tensor:
+    return torch.log(probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny))
+
+
+__all__ = [
+    "PARSERS",
+    "PARSE_MODES",
+    "DeltaParser",
+    "LastTokenParser",
+    "ParsedElements",
+    "ParsedQuestion",
+    "SlotParser",
+    "TokenParser",
+    "build_parser",
+    "compact_elements",
+    "last_token_states",
+]
