@@ -28,4 +28,5 @@ REMOTE_CODE_FILES = {
     "library.py",
     "machine.py",
     "modeling_llama_delta.py",
+    "pipeline_llama_delta.py",
 }
