@@ -20,14 +20,16 @@ Usage (a preset per model under configuration/, `--preset tiny` by default; late
 
 Tasks: arithmetic, fibonacci, sort, sort_spaced, parity, reverse, addition (`llama_delta.tasks` derives Δ's
 settings from the data). Output (`--output_dir`, default runs/<preset>-<task>-<method>): checkpoints, `results.json`
-(test and held-out splits, with length/depth/operation breakdowns) and `hub/`, the Hub-ready export whose model card
-carries this run's results; `--push_to_hub --hub_model_id ID` uploads it.
+(test and held-out splits, with length/depth/operation breakdowns, and the Trainer's `log_history`),
+`learning_curves.png` (loss, validation exact match per length/operation) and `hub/`, the Hub-ready export whose
+model card carries this run's results; `--push_to_hub --hub_model_id ID` uploads it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import shlex
@@ -42,6 +44,7 @@ from transformers import AutoTokenizer, HfArgumentParser, PreTrainedModel, Train
 from llama_delta.backbones import load_llama_backbone, minimal_llama_config, smollm2_gguf_path
 from llama_delta.build import build_delta_model
 from llama_delta.metrics import argmax_logits, breakdowns_from, make_compute_metrics
+from llama_delta.plotting import plot_learning_curves
 from llama_delta.tasks import ANSWER_FORMATS, TASK_PROGRAMS, delta_settings, load_task_data
 from llama_delta.tokenizer import load_llama3_tokenizer
 from llama_delta.training import (
@@ -142,6 +145,10 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, TrainingArguments]:
     )
     if training_args.push_to_hub and (script_args.method != "delta" or not training_args.hub_model_id):
         raise SystemExit("--push_to_hub uploads the Δ model's export: it needs --method delta and --hub_model_id")
+    if "tensorboard" in training_args.report_to and not any(
+        importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX")
+    ):
+        raise SystemExit("--report_to tensorboard needs the optional `tracking` extra: bash setup.sh tracking")
     return script_args, training_args
 
 
@@ -361,6 +368,15 @@ def main(argv: list[str] | None = None) -> dict:
     }
     out_dir = Path(training_args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The learning curves: every logged loss and evaluation (validation and test splits), and a picture of them.
+    report["log_history"] = trainer.state.log_history
+    try:
+        curves = plot_learning_curves(
+            trainer.state.log_history, out_dir / "learning_curves.png", f"{args.task}, {args.method}"
+        )
+        report["learning_curves"] = str(curves)
+    except ValueError as error:
+        print(f"no learning curves: {error}")
     table = {f"{args.method}": results}
     if args.compare_with:
         other = json.loads(Path(args.compare_with).read_text())

@@ -1,6 +1,8 @@
 """train_sft.py end to end on tiny configurations, plus the pieces it is built from (tasks, collator, checks)."""
 
+import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -104,6 +106,36 @@ def test_text_sft_baseline(tmp_path, capsys):
     assert report["method"] == "text_sft" and (tmp_path / "run" / "hub" / "model.safetensors").is_file()
     printed = capsys.readouterr().out
     assert "text_sft exact" in printed and "delta exact" in printed and "12.50%" in printed  # side by side
+
+
+def test_learning_curves_from_a_tiny_run(tmp_path):
+    """results.json keeps the Trainer's log history; learning_curves.png draws it; `--report_to tensorboard` writes
+    event files (with the optional `tracking` extra; without it, the run is refused with the extra's name)."""
+    import matplotlib.image
+
+    args = tiny_args(tmp_path, "arithmetic", "--dataset_size", "300", "--num_train_epochs", "2", "--logging_steps", "2")
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(SystemExit, match="needs the optional `tracking` extra: bash setup.sh tracking"):
+            train_sft.main([*args, "--report_to", "tensorboard"])
+    else:
+        args += ["--report_to", "tensorboard"]
+    report = train_sft.main(args)
+    history = json.loads((tmp_path / "run" / "results.json").read_text())["log_history"]
+    assert history == report["log_history"]
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    evaluations = [entry for entry in history if "eval_exact_match" in entry]
+    assert len(losses) >= 4 and all(math.isfinite(loss) for loss in losses)
+    assert [entry["epoch"] for entry in evaluations] == [1.0, 2.0]  # validation after each epoch
+    assert {"eval_exact_match/operation=add", "eval_exact_match/operation=div"} <= evaluations[0].keys()
+    assert any("test_exact_match" in entry for entry in history)  # the test split's evaluation, after training
+    image = matplotlib.image.imread(report["learning_curves"])
+    assert image.shape[:2] == (770, 990) and image.std() > 0  # 9 x 7 inches at 110 dpi, two panels drawn
+    if "tensorboard" in args:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = sorted((tmp_path / "run" / "runs").glob("*/events.out.tfevents.*"))
+        scalars = {tag for path in events for tag in EventAccumulator(str(path)).Reload().Tags()["scalars"]}
+        assert {"train/loss", "eval/exact_match", "eval/exact_match/operation=add"} <= scalars
 
 
 def test_peft_and_resume(tmp_path):
