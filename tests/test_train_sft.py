@@ -138,6 +138,47 @@ def test_learning_curves_from_a_tiny_run(tmp_path):
         assert {"train/loss", "eval/exact_match", "eval/exact_match/operation=add"} <= scalars
 
 
+@pytest.mark.parametrize(
+    ("flags", "metric", "greater", "load_best"),
+    [
+        ([], "exact_match", True, True),  # the preset saves per epoch: keep the best epoch by exact match
+        (["--metric_for_best_model", "loss"], "loss", False, True),  # the user's metric is kept
+        (
+            ["--metric_for_best_model", "element_accuracy", "--greater_is_better", "False"],
+            "element_accuracy",
+            False,
+            True,
+        ),
+        (["--save_strategy", "no"], None, None, False),  # no checkpoints to go back to
+        (["--save_strategy", "no", "--early_stopping_patience", "2"], "exact_match", True, False),
+        (["--keep_best_epoch", "False"], None, None, False),
+    ],
+)
+def test_best_epoch_respects_the_users_metric(flags, metric, greater, load_best, capsys):
+    args, training = train_sft.parse_args(["--task", "sort", *flags])
+    train_sft.choose_best_epoch(args, training, has_validation=True)
+    assert (training.metric_for_best_model, training.greater_is_better) == (metric, greater)
+    assert training.load_best_model_at_end == load_best
+    printed = capsys.readouterr().out
+    assert ("keep_best_epoch: off for this run" in printed) == (flags[:2] == ["--save_strategy", "no"])
+    if metric:
+        assert f"best epoch by eval_{metric}" in printed
+    args, training = train_sft.parse_args(["--task", "sort", "--eval_strategy", "no", "--early_stopping_patience", "1"])
+    with pytest.raises(SystemExit, match="--early_stopping_patience needs a validation split"):
+        train_sft.choose_best_epoch(args, training, has_validation=True)
+
+
+def test_early_stopping_and_checkpoints_with_the_tokenizer(tmp_path):
+    """With the learning rate 0 validation never improves: patience 1 stops after the second of 6 epochs. Every
+    checkpoint carries the tokenizer (`processing_class`)."""
+    extra = ["--dataset_size", "300", "--num_train_epochs", "6", "--learning_rate", "0", "--save_strategy", "epoch"]
+    report = train_sft.main(tiny_args(tmp_path, "arithmetic", *extra, "--early_stopping_patience", "1"))
+    evaluations = [entry["epoch"] for entry in report["log_history"] if "eval_exact_match" in entry]
+    assert evaluations == [1.0, 2.0]
+    (checkpoint,) = (tmp_path / "run").glob("checkpoint-*")  # save_total_limit 1, the best is the first
+    assert {"tokenizer.json", "tokenizer_config.json", "model.safetensors"} <= {p.name for p in checkpoint.iterdir()}
+
+
 def test_peft_and_resume(tmp_path):
     args = tiny_args(tmp_path, "arithmetic", "--dataset_size", "200", "--use_peft", "--save_strategy", "epoch")
     first = train_sft.main(args)
