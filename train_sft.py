@@ -48,6 +48,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.modelcard import extract_hyperparameters_from_trainer
 
 from llama_delta.backbones import load_llama_backbone, minimal_llama_config, smollm2_gguf_path
 from llama_delta.build import build_delta_model
@@ -438,10 +439,17 @@ def main(argv: list[str] | None = None) -> dict:
             datasets=[args.dataset_name],
             repo_id=training_args.hub_model_id,
             example_question=data["test"][0]["question"] if "test" in data else data["train"][0]["question"],
+            hyperparameters=extract_hyperparameters_from_trainer(trainer),
             overwrite=True,
         )
         if push:
-            push_to_hub(export_dir, training_args.hub_model_id)
+            push_to_hub(
+                export_dir,
+                training_args.hub_model_id,
+                private=training_args.hub_private_repo,
+                token=training_args.hub_token,
+                revision=training_args.hub_revision,
+            )
     else:
         model.save_pretrained(export_dir)
         tokenizer.save_pretrained(export_dir)

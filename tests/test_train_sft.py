@@ -65,14 +65,31 @@ def check_results(report: dict, out_dir: Path, splits: set[str]) -> None:
     assert report["results"] == saved["results"]
 
 
-def test_arithmetic_end_to_end(tmp_path):
-    report = train_sft.main(tiny_args(tmp_path, "arithmetic", "--dataset_size", "300"))
+def test_arithmetic_end_to_end(tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+    from test_model_card import RecordingApi
+
+    from llama_delta import export
+
+    monkeypatch.setattr(export, "HfApi", RecordingApi)
+    monkeypatch.setattr(RecordingApi, "calls", [])
+    push = ["--push_to_hub", "--hub_model_id", "me/tiny", "--hub_private_repo", "True", "--hub_token", "hf_x"]
+    report = train_sft.main(tiny_args(tmp_path, "arithmetic", "--dataset_size", "300", *push, "--hub_revision", "v2"))
     out = tmp_path / "run"
     check_results(report, out, {"test"})
     hub = out / "hub"
     assert all((hub / name).is_file() for name in EXPORT_FILES)
     card = (hub / "README.md").read_text()
     assert f"{report['results']['test']['exact_match']}" in card and "python train_sft.py --task arithmetic" in card
+    data = ModelCard.load(hub / "README.md").data
+    assert data.license == "apache-2.0" and data.base_model is None  # from scratch: the project's license
+    assert data.hyperparameters["learning_rate"] == 1e-2 and data.hyperparameters["num_epochs"] == 1
+    assert data.hyperparameters["train_batch_size"] == 16 and data.hyperparameters["seed"] == 0
+    assert RecordingApi.calls[0] == ("HfApi", "hf_x") and RecordingApi.calls[1][2]["private"] is True
+    assert RecordingApi.calls[2:] == [
+        ("create_branch", "me/tiny", {"branch": "v2", "exist_ok": True, "repo_type": "model"}),
+        ("upload_folder", "me/tiny", "v2", "*"),
+    ]
     # The exported library is the library as compiled from source: training never touched it.
     model = LlamaDeltaForAlgorithmicQA.from_pretrained(hub)
     programs = assemble_library(model.config.delta_programs, n=128, num_registers=8)
