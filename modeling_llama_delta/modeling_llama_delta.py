@@ -463,9 +463,9 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, declaring the `algorithmic-qa` pipeline in `config.custom_pipelines`:
         its file ships with the remote code, so `pipeline(model=folder, trust_remote_code=True)` works."""
-        from .pipeline_llama_delta import CUSTOM_PIPELINES  # here, not at the top: that module imports this one
+        from .pipeline_llama_delta import custom_pipelines  # here, not at the top: that module imports this one
 
-        self.config.custom_pipelines = CUSTOM_PIPELINES
+        self.config.custom_pipelines = custom_pipelines()
         super().save_pretrained(save_directory, *args, **kwargs)
 
     def check_question(self, question: str, num_tokens: int, index: int | None = None) -> None:

@@ -46,12 +46,9 @@ class AlgorithmicQAPipeline(Pipeline):
         return {"answer": format_answer(values, self.model.config.delta_answer_format)}
 
 
-# What `config.custom_pipelines` holds: the class as `module.Class` inside the repo, the Auto class that loads the
-# model (`AutoModel` follows `auto_map` to the remote code), as `Pipeline.save_pretrained` writes it.
-CUSTOM_PIPELINES = {
-    TASK: {
-        "impl": f"{__name__.rsplit('.', 1)[-1]}.{AlgorithmicQAPipeline.__name__}",
-        "pt": ["AutoModel"],
-        "type": "text",
-    }
-}
+def custom_pipelines() -> dict:
+    """What `config.custom_pipelines` holds (a fresh dict per config): the class as `module.Class` inside the repo,
+    and the Auto class that loads the model (`AutoModel` follows `auto_map` to the remote code), as
+    `Pipeline.save_pretrained` writes them."""
+    impl = f"{__name__.rsplit('.', 1)[-1]}.{AlgorithmicQAPipeline.__name__}"
+    return {TASK: {"impl": impl, "pt": ["AutoModel"], "type": "text"}}
