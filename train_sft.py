@@ -20,8 +20,9 @@ Usage (a preset per model under configuration/, `--preset tiny` by default; late
 
 Tasks: arithmetic, fibonacci, sort, sort_spaced, parity, reverse, addition (`llama_delta.task_settings` derives Δ's
 settings from the data). Output (`--output_dir`, default runs/<preset>-<task>-<method>): checkpoints, `results.json`
-(test and held-out splits, with length/depth/operation breakdowns) and `hub/`, the Hub-ready export whose model card
-carries this run's results; `--push_to_hub --hub_model_id ID` uploads it.
+(test and held-out splits, with length/depth/operation breakdowns, and the Trainer's `log_history`),
+`learning_curves.png` (loss, validation exact match per length/operation) and `hub/`, the Hub-ready export whose
+model card carries this run's results; `--push_to_hub --hub_model_id ID` uploads it.
 """
 
 from llama_delta.sft import main

@@ -1,6 +1,7 @@
 """A local `evaluate` metric: exact match and per-element accuracy of answers, with breakdowns.
 
-The Hub's `exact_match` cannot be fetched offline; load this one by path:
+The Hub's `exact_match` cannot be fetched offline; load this one by path (from any folder: `evaluate` copies
+`metrics.py` with it):
 
     metric = evaluate.load("llama_delta/exact_match.py")
     metric.compute(predictions=[[97, 98], [1]], references=[[97, 98], [0]], breakdowns={"length": [2, 1]})
@@ -12,7 +13,9 @@ Answers are integer lists (answer ids) or strings (answer text, compared charact
 import datasets
 import evaluate
 
-from llama_delta.metrics import score_sequences, summarize
+# Relative, so that `evaluate.load` copies metrics.py beside this file and the metric loads from any folder,
+# without this project on the path.
+from .metrics import score_sequences, summarize
 
 _DESCRIPTION = """Exact match on whole answers and micro-averaged per-element accuracy (answer ids or
 characters), overall and per breakdown value (keys like "exact_match/length=8")."""

@@ -10,14 +10,16 @@
 
 The folder holds the safetensors weights, `config.json` with `auto_map`, the flat remote-code files that
 `save_pretrained` copies (so `AutoModel.from_pretrained(repo, trust_remote_code=True)` needs only torch and
-transformers), the tokenizer, and `README.md`: a model card with Hub metadata (`library_name`, `base_model`,
-`tags` with `custom_code`, `datasets`, `model-index`) whose numbers are exactly the `results` passed in. A model
-with a trainable library (`delta_trainable_programs`) also gets `decompiled/<program>.asm`: the assembly its
-trained ROM runs, one assembly unit per program.
+transformers), the tokenizer, and `README.md`: a model card with Hub metadata (`library_name`, `pipeline_tag`,
+`license` (the base model's), `base_model`, `tags` with `custom_code`, `datasets`, `model-index`, the training
+`hyperparameters`, `framework_versions`) whose numbers are exactly the `results` passed in. A model with a trainable
+library (`delta_trainable_programs`) also gets `decompiled/<program>.asm`: the assembly its trained ROM runs, one
+assembly unit per program.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
@@ -42,6 +44,20 @@ METRIC_MEANINGS = {
 DECOMPILED_DIR = "decompiled"
 # A folder `push_to_hub` accepts must hold at least these (what `export_for_hub` writes).
 REQUIRED_FILES = ("README.md", "config.json", "model.safetensors")
+# The card's `license`: a fine-tuned model carries its base model's license. Hub id prefixes (lower case) -> Hub
+# license ids; a model trained from scratch is this project's; any other base model gets OTHER_LICENSE, so that
+# the card never claims a license the base model may not grant.
+PROJECT_LICENSE = "apache-2.0"
+BASE_MODEL_LICENSES = {
+    "meta-llama/llama-3.2-": "llama3.2",
+    "meta-llama/llama-3.1-": "llama3.1",
+    "meta-llama/meta-llama-3-": "llama3",
+    "huggingfacetb/smollm2-": "apache-2.0",
+    "huggingfacetb/smollm-": "apache-2.0",
+}
+OTHER_LICENSE = "other"
+# The packages whose versions the card records (`framework_versions`), as a Trainer card does.
+FRAMEWORKS = ("transformers", "torch", "datasets", "tokenizers", "huggingface_hub", "safetensors")
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,25 @@ def _delta_settings(model: LlamaDeltaForAlgorithmicQA) -> list[tuple[str, object
     ]
 
 
+def base_model_license(base_model: str | None) -> str:
+    """The Hub license id of a model fine-tuned from `base_model` (None: trained from scratch)."""
+    if base_model is None:
+        return PROJECT_LICENSE
+    key = base_model.lower()
+    return next((name for prefix, name in BASE_MODEL_LICENSES.items() if key.startswith(prefix)), OTHER_LICENSE)
+
+
+def framework_versions() -> dict[str, str]:
+    """Installed versions of `FRAMEWORKS` (those that are installed)."""
+    versions = {}
+    for name in FRAMEWORKS:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
 def model_card(
     model: LlamaDeltaForAlgorithmicQA,
     results: Sequence[MeasuredResult] = (),
@@ -133,21 +168,27 @@ def model_card(
     datasets: Sequence[str] = (),
     model_name: str = "llama-delta",
     repo_id: str | None = None,
-    license: str = "apache-2.0",
+    license: str | None = None,
     example_question: str = "What is 7 plus 5?",
     code_files: Sequence[str] = (),
+    hyperparameters: Mapping[str, object] | None = None,
 ) -> ModelCard:
-    """The model card: Hub metadata (model-index from `results`) and a description of the model and its numbers."""
+    """The model card: Hub metadata (model-index from `results`; `license`, default the base model's
+    (`base_model_license`); `pipeline_tag`; the training `hyperparameters` given; `framework_versions`) and a
+    description of the model and its numbers."""
     config = model.config
     card_data = ModelCardData(
         library_name="transformers",
-        license=license,
+        pipeline_tag=TASK_TYPE,
+        license=license or base_model_license(base_model),
         base_model=base_model,
         datasets=list(datasets) or None,
         tags=list(TAGS),
         metrics=sorted({result.metric for result in results}) or None,
         model_name=model_name,
         eval_results=[result.eval_result() for result in results] or None,
+        hyperparameters=dict(hyperparameters) if hyperparameters else None,
+        framework_versions=framework_versions(),
     )
     return ModelCard.from_template(
         card_data,
@@ -180,8 +221,9 @@ def export_for_hub(
     *,
     repo_id: str | None = None,
     model_name: str | None = None,
-    license: str = "apache-2.0",
+    license: str | None = None,
     example_question: str = "What is 7 plus 5?",
+    hyperparameters: Mapping[str, object] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write `model` and `tokenizer` to `out_dir` as a Hub repository's contents; returns the folder.
@@ -191,6 +233,9 @@ def export_for_hub(
     base_model / datasets: Hub ids for the card's metadata (the backbone's checkpoint; the training data).
     repo_id: where the folder will live, for the card's usage snippet; model_name: the card's title and
         model-index name (default: the repo's name, else the folder's).
+    license: the card's Hub license id (default: the base model's, `base_model_license`).
+    hyperparameters: how the model was trained, for the card's metadata (e.g. transformers'
+        `modelcard.extract_hyperparameters_from_trainer(trainer)`).
     overwrite: replace an existing non-empty `out_dir` (else refused, so no stale file is ever shipped).
     """
     out_dir = Path(out_dir)
@@ -224,6 +269,7 @@ def export_for_hub(
         license=license,
         example_question=example_question,
         code_files=code_files,
+        hyperparameters=hyperparameters,
     )
     card.save(out_dir / "README.md")
     return out_dir
@@ -253,11 +299,13 @@ def push_to_hub(
     *,
     private: bool | None = None,
     token: str | None = None,
+    revision: str | None = None,
     commit_message: str = "Upload llama-delta model",
 ) -> CommitInfo:
-    """Upload an `export_for_hub` folder to `repo_id` (created if needed) in one commit.
+    """Upload an `export_for_hub` folder to `repo_id` (created if needed, `private` if asked) in one commit, with
+    `token` (default: the logged-in one), to the branch `revision` (created from main if needed; default main).
 
-    The repo ends up holding exactly the folder's files: files left from an earlier upload are deleted in the
+    The branch ends up holding exactly the folder's files: files left from an earlier upload are deleted in the
     same commit (so a stale weight or code file can never be loaded alongside the new ones).
     """
     out_dir = Path(out_dir)
@@ -266,11 +314,14 @@ def push_to_hub(
         raise FileNotFoundError(f"{out_dir} is not an export_for_hub folder: missing {missing}")
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
     return api.upload_folder(
         repo_id=repo_id,
         folder_path=out_dir,
         commit_message=commit_message,
         repo_type="model",
+        revision=revision,
         delete_patterns="*",  # files uploaded in this commit are kept; everything else goes
     )
 
@@ -280,7 +331,9 @@ __all__ = [
     "METRIC_MEANINGS",
     "MODEL_CARD_TEMPLATE",
     "MeasuredResult",
+    "base_model_license",
     "export_for_hub",
+    "framework_versions",
     "model_card",
     "push_to_hub",
     "write_decompiled_programs",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import shlex
@@ -17,7 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from transformers import AutoTokenizer, HfArgumentParser, PreTrainedModel, Trainer, TrainingArguments, set_seed
+from transformers import (
+    AutoTokenizer,
+    EarlyStoppingCallback,
+    HfArgumentParser,
+    PreTrainedModel,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.modelcard import extract_hyperparameters_from_trainer
 
 from modeling_llama_delta.alu import ALU_BACKENDS
 from modeling_llama_delta.parsing import PARSE_MODES
@@ -28,6 +38,7 @@ from .callbacks import StopAtExactMatch
 from .collator import DeltaCollator
 from .export import export_for_hub, push_to_hub
 from .metrics import argmax_logits, breakdowns_from, make_compute_metrics
+from .plotting import plot_learning_curves
 from .presets import defaults_argv, resume_argument
 from .report import machine_description, measured_results, results_table, train_summary
 from .rom_check import assert_library_unchanged, library_snapshot
@@ -101,7 +112,14 @@ class ScriptArguments:
     stop_at_exact_match: float = field(default=1.0, metadata={"help": "stop once validation exact match reaches it"})
     keep_best_epoch: bool = field(
         default=True,
-        metadata={"help": "end on the epoch of best validation exact match (with checkpoints saved per epoch)"},
+        metadata={
+            "help": "end on the best validation epoch (checkpoints saved per evaluation), by --metric_for_best_model "
+            "if given, else exact match"
+        },
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "stop after this many evaluations without a better --metric_for_best_model (Δ runs)"},
     )
     export_dir: str | None = field(default=None, metadata={"help": "Hub-ready export folder (default output_dir/hub)"})
     compare_with: str | None = field(default=None, metadata={"help": "another run's results.json to print beside"})
@@ -121,6 +139,12 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, TrainingArguments]:
     )
     if training_args.push_to_hub and (script_args.method != "delta" or not training_args.hub_model_id):
         raise SystemExit("--push_to_hub uploads the Δ model's export: it needs --method delta and --hub_model_id")
+    if script_args.early_stopping_patience and script_args.method != "delta":
+        raise SystemExit("--early_stopping_patience applies to --method delta (the baseline is scored after training)")
+    if "tensorboard" in training_args.report_to and not any(
+        importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX")
+    ):
+        raise SystemExit("--report_to tensorboard needs the optional `tracking` extra: bash setup.sh tracking")
     return script_args, training_args
 
 
@@ -195,6 +219,32 @@ class Run(NamedTuple):
     trainer: Trainer
 
 
+def choose_best_epoch(args: ScriptArguments, training_args: TrainingArguments, has_validation: bool) -> None:
+    """`--keep_best_epoch` and `--early_stopping_patience` judge epochs by the user's `--metric_for_best_model`, else
+    by validation exact match; prints what was chosen, or why no best epoch is kept."""
+    keep_best = args.keep_best_epoch and has_validation
+    if keep_best and not training_args.save_strategy == training_args.eval_strategy != "no":
+        keep_best = False
+        print(
+            "keep_best_epoch: off for this run (it needs --save_strategy equal to --eval_strategy; got "
+            f"{training_args.save_strategy} / {training_args.eval_strategy})"
+        )
+    if args.early_stopping_patience and not (has_validation and training_args.eval_strategy != "no"):
+        raise SystemExit("--early_stopping_patience needs a validation split and an --eval_strategy other than no")
+    if not (keep_best or args.early_stopping_patience):
+        return
+    if training_args.metric_for_best_model is None:
+        training_args.metric_for_best_model, training_args.greater_is_better = "exact_match", True
+    if keep_best:
+        # Sampled-parse (score-function) training can lose a good parse late (sort: 99% then 75% validation).
+        training_args.load_best_model_at_end = True
+    print(
+        f"best epoch by eval_{training_args.metric_for_best_model.removeprefix('eval_')} "
+        f"({'higher' if training_args.greater_is_better else 'lower'} is better); ending on it: "
+        f"{training_args.load_best_model_at_end}; early stopping patience: {args.early_stopping_patience or 'off'}"
+    )
+
+
 def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, tokenizer) -> Run:
     """Llama + Δ fine-tuned on answers, then evaluated on every test split with that split's Δ step limit."""
     settings = delta_settings(
@@ -223,11 +273,7 @@ def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, t
     # PEFT holds two heads, the original and the trained copy: check both (a trainable library is meant to change)
     rom_before = None if args.trainable_programs else library_snapshot(model)
     training_args.remove_unused_columns = False  # the collator reads `question` and `answer_ids`
-    per_epoch = training_args.save_strategy == training_args.eval_strategy != "no"
-    if args.keep_best_epoch and "validation" in data and per_epoch:
-        # Sampled-parse (score-function) training can lose a good parse late (sort: 99% then 75% validation).
-        training_args.load_best_model_at_end = training_args.greater_is_better = True
-        training_args.metric_for_best_model = "exact_match"
+    choose_best_epoch(args, training_args, has_validation="validation" in data)
     train_steps = max(settings.max_steps[name] for name in IN_DISTRIBUTION if name in data)
     model.resize_delta(max_steps=train_steps)
     trainer = Trainer(
@@ -238,7 +284,9 @@ def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, t
         eval_dataset=data.get("validation"),
         compute_metrics=make_compute_metrics(breakdowns_from(data["validation"])) if "validation" in data else None,
         preprocess_logits_for_metrics=argmax_logits,
-        callbacks=[StopAtExactMatch(args.stop_at_exact_match)],
+        processing_class=tokenizer,  # saved with every checkpoint
+        callbacks=[StopAtExactMatch(args.stop_at_exact_match)]
+        + ([EarlyStoppingCallback(args.early_stopping_patience)] if args.early_stopping_patience else []),
     )
     train_output = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
     if rom_before is not None:
@@ -347,6 +395,15 @@ def main(argv: list[str] | None = None) -> dict:
     }
     out_dir = Path(training_args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The learning curves: every logged loss and evaluation (validation and test splits), and a picture of them.
+    report["log_history"] = trainer.state.log_history
+    try:
+        curves = plot_learning_curves(
+            trainer.state.log_history, out_dir / "learning_curves.png", f"{args.task}, {args.method}"
+        )
+        report["learning_curves"] = str(curves)
+    except ValueError as error:
+        print(f"no learning curves: {error}")
     table = {f"{args.method}": results}
     if args.compare_with:
         other = json.loads(Path(args.compare_with).read_text())
@@ -365,10 +422,17 @@ def main(argv: list[str] | None = None) -> dict:
             datasets=[args.dataset_name],
             repo_id=training_args.hub_model_id,
             example_question=data["test"][0]["question"] if "test" in data else data["train"][0]["question"],
+            hyperparameters=extract_hyperparameters_from_trainer(trainer),
             overwrite=True,
         )
         if push:
-            push_to_hub(export_dir, training_args.hub_model_id)
+            push_to_hub(
+                export_dir,
+                training_args.hub_model_id,
+                private=training_args.hub_private_repo,
+                token=training_args.hub_token,
+                revision=training_args.hub_revision,
+            )
     else:
         model.save_pretrained(export_dir)
         tokenizer.save_pretrained(export_dir)

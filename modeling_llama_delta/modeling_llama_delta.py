@@ -269,32 +269,46 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
             loss = F.nll_loss(answer_logits.flatten(0, 1), labels.flatten().to(answer_logits.device), ignore_index=-100)
         return AlgorithmicQAOutput(loss, answer_logits, selection, halted, cells, registers, trace, sample_loss)
 
-    @torch.no_grad()
-    def solve(self, questions: str | Sequence[str], tokenizer, batch_size: int = 32) -> list[str]:
-        """Answer questions as text, batched: `["7", "abbdddefijll"]`.
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, declaring the `algorithmic-qa` pipeline in `config.custom_pipelines`:
+        its file ships with the remote code, so `pipeline(model=folder, trust_remote_code=True)` works."""
+        from .pipeline_llama_delta import custom_pipelines  # here, not at the top: that module imports this one
 
-        Refuses (never truncates) a question longer than the backbone's context, and, for `integers`
-        answers, a question mentioning a number outside `0..n-1`: Δ cannot represent it.
-        """
-        questions = [questions] if isinstance(questions, str) else list(questions)
+        self.config.custom_pipelines = custom_pipelines()
+        super().save_pretrained(save_directory, *args, **kwargs)
+
+    def check_question(self, question: str, num_tokens: int, index: int | None = None) -> None:
+        """Refuse (never truncate) a question longer than the backbone's context, and, for `integers` answers, a
+        question mentioning a number outside `0..n-1`: Δ cannot represent it."""
         n, context = self.config.delta_word_size, self.config.max_position_embeddings
-        for index, question in enumerate(questions):
-            length = len(tokenizer(question)["input_ids"])
-            if length > context:
-                raise ValueError(f"question {index} has {length} tokens; the model's context is {context}")
-            if self.config.delta_answer_format == "integers":
-                for number in re.findall(r"(?<![\w)])-?\d+", question):
-                    if not 0 <= int(number) < n:
-                        raise ValueError(f"question {index} mentions {number}, outside 0..{n - 1} (the word size n)")
+        name = "the question" if index is None else f"question {index}"
+        if num_tokens > context:
+            raise ValueError(f"{name} has {num_tokens} tokens; the model's context is {context}")
+        if self.config.delta_answer_format == "integers":
+            for number in re.findall(r"(?<![\w)])-?\d+", question):
+                if not 0 <= int(number) < n:
+                    raise ValueError(f"{name} mentions {number}, outside 0..{n - 1} (the word size n)")
+
+    @torch.no_grad()
+    def answer_values(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """(B, T) tokenized questions -> (B, K) the most likely answer elements, in eval mode (the arg-max parse)."""
         was_training = self.training
         self.eval()
+        values = self(input_ids=input_ids, attention_mask=attention_mask).answer_logits.argmax(-1)  # (B, K)
+        self.train(was_training)
+        return values
+
+    def solve(self, questions: str | Sequence[str], tokenizer, batch_size: int = 32) -> list[str]:
+        """Answer questions as text, batched: `["7", "abbdddefijll"]` (`check_question` refuses what Δ cannot
+        answer). The `algorithmic-qa` pipeline (`pipeline_llama_delta.py`) answers the same way."""
+        questions = [questions] if isinstance(questions, str) else list(questions)
+        for index, question in enumerate(questions):
+            self.check_question(question, len(tokenizer(question)["input_ids"]), index)
         answers = []
         for start in range(0, len(questions), batch_size):
             batch = tokenizer(questions[start : start + batch_size], return_tensors="pt", padding=True)
-            batch = {key: value.to(self.device) for key, value in batch.items()}
-            values = self(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).answer_logits.argmax(-1)
+            values = self.answer_values(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
             answers.extend(format_answer(row.tolist(), self.config.delta_answer_format) for row in values)
-        self.train(was_training)
         return answers
 
 

@@ -3,7 +3,11 @@ Trainer `compute_metrics` (through a real `Trainer.evaluate`), and the local `ev
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -118,6 +122,29 @@ def test_local_evaluate_module():
         expected_metrics(predictions, references, groups),
     )
     assert metric.compute(predictions=["abbd", "x"], references=["abbd", "y"])["exact_match"] == 0.5
+
+
+# Runs in a fresh process elsewhere: argv = the metric's path.
+FRESH_LOAD = """
+import importlib.util, json, sys
+assert importlib.util.find_spec("llama_delta") is None, "llama_delta is importable in the fresh process"
+import evaluate
+metric = evaluate.load(sys.argv[1])
+print(json.dumps(metric.compute(predictions=[[1, 2], [3]], references=[[1, 2], [4]], breakdowns={"length": [2, 1]})))
+"""
+
+
+def test_local_evaluate_module_loads_outside_the_project(tmp_path):
+    """`evaluate.load(path)` from another folder, without this project importable: it copies metrics.py along."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(OMP_NUM_THREADS="1", HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_LOAD, str(METRIC_PATH)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    check(scores, expected_metrics([[1, 2], [3]], [[1, 2], [4]], {"length": [2, 1]}))
+    assert scores["exact_match"] == 0.5 and scores["num_examples/length=1"] == 1
 
 
 class AnswerModel(torch.nn.Module):

@@ -1,7 +1,9 @@
 """train_sft.py end to end on tiny configurations (its recipe, `llama_delta.sft.main`, in-process; torchrun runs the
 script itself), plus the pieces it is built from (task settings, collator, checks)."""
 
+import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -61,14 +63,31 @@ def check_results(report: dict, out_dir: Path, splits: set[str]) -> None:
     assert report["results"] == saved["results"]
 
 
-def test_arithmetic_end_to_end(tmp_path):
-    report = sft.main(tiny_args(tmp_path, "arithmetic", "--dataset_size", "300"))
+def test_arithmetic_end_to_end(tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    from llama_delta import export
+    from tests.test_model_card import RecordingApi
+
+    monkeypatch.setattr(export, "HfApi", RecordingApi)
+    monkeypatch.setattr(RecordingApi, "calls", [])
+    push = ["--push_to_hub", "--hub_model_id", "me/tiny", "--hub_private_repo", "True", "--hub_token", "hf_x"]
+    report = sft.main(tiny_args(tmp_path, "arithmetic", "--dataset_size", "300", *push, "--hub_revision", "v2"))
     out = tmp_path / "run"
     check_results(report, out, {"test"})
     hub = out / "hub"
     assert all((hub / name).is_file() for name in EXPORT_FILES)
     card = (hub / "README.md").read_text()
     assert f"{report['results']['test']['exact_match']}" in card and "python train_sft.py --task arithmetic" in card
+    data = ModelCard.load(hub / "README.md").data
+    assert data.license == "apache-2.0" and data.base_model is None  # from scratch: the project's license
+    assert data.hyperparameters["learning_rate"] == 1e-2 and data.hyperparameters["num_epochs"] == 1
+    assert data.hyperparameters["train_batch_size"] == 16 and data.hyperparameters["seed"] == 0
+    assert RecordingApi.calls[0] == ("HfApi", "hf_x") and RecordingApi.calls[1][2]["private"] is True
+    assert RecordingApi.calls[2:] == [
+        ("create_branch", "me/tiny", {"branch": "v2", "exist_ok": True, "repo_type": "model"}),
+        ("upload_folder", "me/tiny", "v2", "*"),
+    ]
     # The exported library is the library as compiled from source: training never touched it.
     model = LlamaDeltaForAlgorithmicQA.from_pretrained(hub)
     programs = assemble_library(model.config.delta_programs, n=128, num_registers=8)
@@ -117,6 +136,77 @@ def test_text_sft_baseline(tmp_path, capsys):
     assert report["method"] == "text_sft" and (tmp_path / "run" / "hub" / "model.safetensors").is_file()
     printed = capsys.readouterr().out
     assert "text_sft exact" in printed and "delta exact" in printed and "12.50%" in printed  # side by side
+
+
+def test_learning_curves_from_a_tiny_run(tmp_path):
+    """results.json keeps the Trainer's log history; learning_curves.png draws it; `--report_to tensorboard` writes
+    event files (with the optional `tracking` extra; without it, the run is refused with the extra's name)."""
+    import matplotlib.image
+
+    args = tiny_args(tmp_path, "arithmetic", "--dataset_size", "300", "--num_train_epochs", "2", "--logging_steps", "2")
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(SystemExit, match="needs the optional `tracking` extra: bash setup.sh tracking"):
+            sft.main([*args, "--report_to", "tensorboard"])
+    else:
+        args += ["--report_to", "tensorboard"]
+    report = sft.main(args)
+    history = json.loads((tmp_path / "run" / "results.json").read_text())["log_history"]
+    assert history == report["log_history"]
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    evaluations = [entry for entry in history if "eval_exact_match" in entry]
+    assert len(losses) >= 4 and all(math.isfinite(loss) for loss in losses)
+    assert [entry["epoch"] for entry in evaluations] == [1.0, 2.0]  # validation after each epoch
+    assert {"eval_exact_match/operation=add", "eval_exact_match/operation=div"} <= evaluations[0].keys()
+    assert any("test_exact_match" in entry for entry in history)  # the test split's evaluation, after training
+    image = matplotlib.image.imread(report["learning_curves"])
+    assert image.shape[:2] == (770, 990) and image.std() > 0  # 9 x 7 inches at 110 dpi, two panels drawn
+    if "tensorboard" in args:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = sorted((tmp_path / "run" / "runs").glob("*/events.out.tfevents.*"))
+        scalars = {tag for path in events for tag in EventAccumulator(str(path)).Reload().Tags()["scalars"]}
+        assert {"train/loss", "eval/exact_match", "eval/exact_match/operation=add"} <= scalars
+
+
+@pytest.mark.parametrize(
+    ("flags", "metric", "greater", "load_best"),
+    [
+        ([], "exact_match", True, True),  # the preset saves per epoch: keep the best epoch by exact match
+        (["--metric_for_best_model", "loss"], "loss", False, True),  # the user's metric is kept
+        (
+            ["--metric_for_best_model", "element_accuracy", "--greater_is_better", "False"],
+            "element_accuracy",
+            False,
+            True,
+        ),
+        (["--save_strategy", "no"], None, None, False),  # no checkpoints to go back to
+        (["--save_strategy", "no", "--early_stopping_patience", "2"], "exact_match", True, False),
+        (["--keep_best_epoch", "False"], None, None, False),
+    ],
+)
+def test_best_epoch_respects_the_users_metric(flags, metric, greater, load_best, capsys):
+    args, training = sft.parse_args(["--task", "sort", *flags])
+    sft.choose_best_epoch(args, training, has_validation=True)
+    assert (training.metric_for_best_model, training.greater_is_better) == (metric, greater)
+    assert training.load_best_model_at_end == load_best
+    printed = capsys.readouterr().out
+    assert ("keep_best_epoch: off for this run" in printed) == (flags[:2] == ["--save_strategy", "no"])
+    if metric:
+        assert f"best epoch by eval_{metric}" in printed
+    args, training = sft.parse_args(["--task", "sort", "--eval_strategy", "no", "--early_stopping_patience", "1"])
+    with pytest.raises(SystemExit, match="--early_stopping_patience needs a validation split"):
+        sft.choose_best_epoch(args, training, has_validation=True)
+
+
+def test_early_stopping_and_checkpoints_with_the_tokenizer(tmp_path):
+    """With the learning rate 0 validation never improves: patience 1 stops after the second of 6 epochs. Every
+    checkpoint carries the tokenizer (`processing_class`)."""
+    extra = ["--dataset_size", "300", "--num_train_epochs", "6", "--learning_rate", "0", "--save_strategy", "epoch"]
+    report = sft.main(tiny_args(tmp_path, "arithmetic", *extra, "--early_stopping_patience", "1"))
+    evaluations = [entry["epoch"] for entry in report["log_history"] if "eval_exact_match" in entry]
+    assert evaluations == [1.0, 2.0]
+    (checkpoint,) = (tmp_path / "run").glob("checkpoint-*")  # save_total_limit 1, the best is the first
+    assert {"tokenizer.json", "tokenizer_config.json", "model.safetensors"} <= {p.name for p in checkpoint.iterdir()}
 
 
 def test_peft_and_resume(tmp_path):

@@ -29,4 +29,5 @@ REMOTE_CODE_FILES = {
     "machine.py",
     "modeling_llama_delta.py",
     "parsing.py",
+    "pipeline_llama_delta.py",
 }
