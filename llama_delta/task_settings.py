@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import datasets
 
 from data_builders import TASKS, load_task
-from modeling_llama_delta.configuration_llama_delta import PARSE_MODES
 from modeling_llama_delta.library import BINARY_PROGRAMS, LIBRARY, memory_needed, step_bound
+from modeling_llama_delta.parsing import PARSE_MODES
 
 # task -> the library Λ it gets by default: the program(s) its data needs (Δ runs every held program at every
 # step, so each extra program multiplies Δ's cost); `--programs` adds distractors.

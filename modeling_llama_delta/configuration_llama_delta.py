@@ -7,11 +7,11 @@ import math
 import torch
 from transformers import LlamaConfig
 
+from .alu import ALU_BACKENDS
 from .compiler import compile_library
 from .library import LIBRARY, check_machine_fits
 from .parsing import PARSE_MODES, PARSERS
 
-ALU_BACKENDS = ("table", "structured", "circuit")
 ANSWER_SOURCES = ("registers", "memory")
 ANSWER_FORMATS = ("integers", "string", "digits")
 # The paper's §4.2 calculator: one program per arithmetic operation.

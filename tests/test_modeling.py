@@ -13,9 +13,15 @@ from safetensors.torch import load_file, save_file
 
 from modeling_llama_delta import LIBRARY, LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA, assemble, run_reference
 from modeling_llama_delta.compiler import compile_programs
-from modeling_llama_delta.configuration_llama_delta import PARSE_MODES
 from modeling_llama_delta.modeling_llama_delta import ANSWER_EPS, format_answer, score_function_loss
-from modeling_llama_delta.parsing import ParsedElements, ParsedQuestion, SlotParser, TokenParser, compact_elements
+from modeling_llama_delta.parsing import (
+    PARSE_MODES,
+    ParsedElements,
+    ParsedQuestion,
+    SlotParser,
+    TokenParser,
+    compact_elements,
+)
 from tests.helpers.configs import COPYING_SLOTS, TINY_LLAMA
 
 # Arithmetic library (the default Λ): two parsed registers, answer r0 and r1.

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from modeling_llama_delta import LIBRARY, LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA
-from modeling_llama_delta.configuration_llama_delta import PARSE_MODES
 from modeling_llama_delta.parsing import (
+    PARSE_MODES,
     PARSERS,
     DeltaParser,
     LastTokenParser,
