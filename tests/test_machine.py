@@ -332,8 +332,8 @@ def test_halting_accumulates_and_freezes_the_halted_share():
     machine.halt_tolerance = -1.0  # never stop early: the fully halted state must not change
     frozen = machine(done, max_steps=5)
     assert frozen.steps == 5
-    for name in ("memory", "registers", "counter", "halted"):
-        assert torch.equal(getattr(frozen.program_states, name), getattr(done, name))
+    for name in ("memory", "registers", "counter", "halted"):  # up to the rows' renormalisation (mass 1 ± rounding)
+        assert torch.allclose(getattr(frozen.program_states, name), getattr(done, name), rtol=0, atol=1e-15)
 
 
 def test_library_selection_mixes_program_results():
@@ -495,13 +495,14 @@ def test_machine_checks_its_arguments():
 
 
 def test_gradients_stay_finite_and_exact_past_float32_range(monkeypatch):
-    """fib_linear at depth 12 (139 steps): the counter's gradient doubles every step (2^139 > float32's 3.4e38) and
-    meets exact zeros, because the control flow does not depend on x0 and x1. Saturated, float32 gives float64's
-    gradient; without the saturation it is NaN."""
+    """fib_linear at depth 28 (299 steps): the counter's gradient grows with the steps (what the rest of the run would
+    do from a line it is not on; ~2^71 after 139 steps since the step renormalises its rows, 2^139 before) past
+    float32's 3.4e38, and meets exact zeros, because the control flow does not depend on x0 and x1. Saturated,
+    float32 gives float64's gradient; without the saturation it is NaN."""
     from modeling_llama_delta import machine as machine_module
     from modeling_llama_delta.library import LIBRARY, memory_needed, step_bound
 
-    n, depth = 32, 12
+    n, depth = 32, 28
     torch.manual_seed(0)
     logits64 = torch.randn(2, 2, n, dtype=torch.float64)
     direction = torch.randn_like(logits64)

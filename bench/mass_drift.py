@@ -1,0 +1,220 @@
+"""Δ's soft run: does every distribution a step writes stay on the simplex? (issue 13, part 1)
+
+    OMP_NUM_THREADS=1 python bench/mass_drift.py --baseline d1d551f   # writes bench/results_mass_drift.json
+
+Inputs one-hot × (1 - ε) + ε/n (n = 32, R = 8, M = 32, ε = 1e-5, 4 examples, seed 0) for library programs;
+after 10, 20, 40, 80, 160, 300 and 1000 steps the worst |mass - 1| of the registers, the memory cells and the
+counter, and the range of the halting probability, for every ALU backend in float32 and float64; then the
+gradient of the final registers through 300 float32 steps (finite or not, its largest entry). `--baseline REV`
+also measures the code of commit REV (its `modeling_llama_delta/`, loaded as a second package) in the same
+process, and times the soft step (B = 32, n = 128, the bench_machine loop, forward + backward, best of 5 rounds
+of 20 steps, the two versions in turn) for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from modeling_llama_delta.library import LIBRARY  # noqa: E402
+
+N, REGISTERS, MEMORY = 32, 8, 32
+CHECKPOINTS = (10, 20, 40, 80, 160, 300, 1000)
+GRADIENT_STEPS = 300
+# (registers, memory) one-hot values per program; every run below is longer than 80 steps before it halts.
+INPUTS = {
+    "fib_recursive": ([0, 1, 8], []),  # depth 8: 86 steps
+    "fib": ([1, 1, 20], []),  # depth 20: 63 steps
+    "sort": ([], [9, 3, 7, 1, 8, 2, 6, 5]),  # length 8, 0-terminated
+    "reverse": ([], [4, 9, 2, 7, 1, 3, 8, 5]),
+}
+TIMING_LOOP = """
+loop:
+    add r2, r0, r1
+    mul r3, r2, r0
+    write r1, r3
+    read r4, r1
+    lt r5, r4, r3
+    div r0, r3, r1
+    inc r1, r1
+    jnz r1, loop
+    call loop
+"""
+
+
+def load_package(name: str, revision: str | None):
+    """The current `modeling_llama_delta.machine`, or the one at git `revision` as package `name`."""
+    if revision is None:
+        return importlib.import_module("modeling_llama_delta.machine")
+    folder = Path(tempfile.mkdtemp()) / name
+    folder.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "modeling_llama_delta"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "--strip-components=1", "-C", str(folder)], input=archive, check=True)
+    sys.path.insert(0, str(folder.parent))
+    return importlib.import_module(f"{name}.machine")
+
+
+def soft(values: list[int], rows: int, eps: float, dtype, batch: int, seed: int) -> torch.Tensor:
+    """(B, rows, n) one-hot × (1 - ε) + ε/n; example b > 0 shifts the values by b (different inputs)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for b in range(batch):
+        row = [(v + b) % N if v else 0 for v in values] + [0] * (rows - len(values))
+        noise = torch.rand(rows, N, generator=g, dtype=torch.float64)
+        onehot = F.one_hot(torch.tensor(row), N).double()
+        mixed = onehot * (1 - eps) + eps * noise / noise.sum(-1, keepdim=True)  # on the simplex, ε spread at random
+        out.append(mixed)
+    return torch.stack(out).to(dtype)
+
+
+def machine_for(module, program: str, alu: str, dtype):
+    return module.DeltaMachine(N, REGISTERS, MEMORY, alu=alu, programs={program: LIBRARY[program]}).to(dtype)
+
+
+def start(module, machine, program: str, eps: float, dtype, batch: int = 4, seed: int = 0, logits=None):
+    registers, memory = INPUTS[program]
+    regs = soft(registers, len(registers), eps, dtype, batch, seed) if registers else None
+    mem = soft(memory, len(memory) + 1, eps, dtype, batch, seed + 1) if memory else None
+    if logits is not None:  # the input (registers, else memory) as a softmax of trainable logits
+        regs, mem = (logits.softmax(-1), mem) if registers else (regs, logits.softmax(-1))
+    return machine.start_state(memory=mem, registers=regs)
+
+
+def mass_errors(state) -> dict:
+    def worst(t: torch.Tensor) -> float:
+        error = (t.double().sum(-1) - 1).abs().max()
+        return float(error) if torch.isfinite(error) else math.inf
+
+    halted = state.halted.double()
+    return {
+        "registers": worst(state.registers),
+        "memory": worst(state.memory),
+        "counter": worst(state.counter),
+        "halted_min": float(halted.min()),
+        "halted_max": float(halted.max()),
+        "finite": bool(all(torch.isfinite(t).all() for t in (state.registers, state.memory, state.counter))),
+    }
+
+
+def drift(module, program: str, alu: str, dtype, eps: float) -> list[dict]:
+    machine = machine_for(module, program, alu, dtype)
+    state = start(module, machine, program, eps, dtype)
+    rows, done = [], 0
+    with torch.no_grad():
+        for point in CHECKPOINTS:
+            out = machine(state, max_steps=point - done)
+            state, done = out.program_states, point
+            rows.append({"steps": point, **mass_errors(state)})
+    return rows
+
+
+def gradient(module, program: str, alu: str, eps: float) -> dict:
+    """Largest |d sum(log final registers' top value) / d logits| through GRADIENT_STEPS float32 steps."""
+    machine = machine_for(module, program, alu, torch.float32)
+    registers, memory = INPUTS[program]
+    values, rows = (registers, len(registers)) if registers else (memory, len(memory) + 1)
+    logits = soft(values, rows, eps, torch.float32, 4, 2).log().requires_grad_()
+    state = start(module, machine, program, eps, torch.float32, logits=logits)
+    out = machine(state, max_steps=GRADIENT_STEPS)
+    final = out.program_states
+    loss = final.registers.clamp_min(1e-30).log().amax(-1).sum() + final.memory.clamp_min(1e-30).log().amax(-1).sum()
+    loss.backward()
+    grad = logits.grad
+    return {
+        "steps": out.steps,
+        "finite": bool(torch.isfinite(grad).all()),
+        "max_abs": float(grad.abs().max()) if torch.isfinite(grad).all() else math.inf,
+    }
+
+
+def step_time(module, dtype=torch.float32, n: int = 128, batch: int = 32, steps: int = 20) -> float:
+    """Seconds per soft step, forward + backward, the bench_machine loop (structured ALU, soft inputs)."""
+    machine = module.DeltaMachine(n, REGISTERS, MEMORY, alu="structured", programs={"loop": TIMING_LOOP}).to(dtype)
+    g = torch.Generator().manual_seed(0)
+    memory = torch.softmax(torch.randn(batch, MEMORY, n, generator=g) * 3, -1).requires_grad_()
+    registers = torch.softmax(torch.randn(batch, 6, n, generator=g) * 3, -1).requires_grad_()
+
+    def run():
+        out = machine(machine.start_state(memory, registers), max_steps=steps)
+        (out.state.registers.square().sum() + out.state.memory.square().sum()).backward()
+
+    run()
+    start_time = time.perf_counter()
+    run()
+    return (time.perf_counter() - start_time) / steps
+
+
+def measure(module, alus, dtypes, programs, eps) -> dict:
+    results = {"drift": {}, "gradient": {}}
+    for program in programs:
+        for alu in alus:
+            for dtype in dtypes:
+                key = f"{program}/{alu}/{str(dtype).removeprefix('torch.')}"
+                results["drift"][key] = drift(module, program, alu, dtype, eps)
+                last = results["drift"][key][-1]
+                print(
+                    f"{key:36s} 1000 steps: registers {last['registers']:.2e} memory {last['memory']:.2e} "
+                    f"counter {last['counter']:.2e} h [{last['halted_min']:.4f}, {last['halted_max']:.4f}]",
+                    flush=True,
+                )
+            results["gradient"][f"{program}/{alu}"] = gradient(module, program, alu, eps)
+            print(
+                f"{program}/{alu} gradient through {GRADIENT_STEPS} float32 steps: "
+                f"{results['gradient'][f'{program}/{alu}']}",
+                flush=True,
+            )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", help="git revision whose machine is measured beside the current one")
+    parser.add_argument("--alus", nargs="+", default=["table", "structured", "circuit"])
+    parser.add_argument("--programs", nargs="+", default=list(INPUTS))
+    parser.add_argument("--eps", type=float, default=1e-5)
+    parser.add_argument("--timing_rounds", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results_mass_drift.json"))
+    args = parser.parse_args()
+    versions = {"current": load_package("modeling_llama_delta", None)}
+    if args.baseline:
+        versions = {"baseline": load_package("modeling_llama_delta_baseline", args.baseline), **versions}
+    dtypes = [torch.float32, torch.float64]
+    report = {
+        "command": " ".join(["python", *sys.argv]),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "baseline": args.baseline,
+        "n": N,
+        "registers": REGISTERS,
+        "memory_size": MEMORY,
+        "eps": args.eps,
+    }
+    for name, module in versions.items():
+        print(f"== {name}", flush=True)
+        report[name] = measure(module, args.alus, dtypes, args.programs, args.eps)
+    if args.timing_rounds:
+        times = {name: [] for name in versions}
+        for _ in range(args.timing_rounds):  # the versions in turn, so a slow spell of the machine hits both
+            for name, module in versions.items():
+                times[name].append(step_time(module))
+        report["step_ms"] = {name: 1e3 * min(t) for name, t in times.items()}
+        print("soft step, fwd+bwd, B = 32, n = 128, structured:", report["step_ms"], flush=True)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
