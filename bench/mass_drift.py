@@ -1,14 +1,18 @@
 """Δ's soft run: does every distribution a step writes stay on the simplex? (issue 13, part 1)
 
-    OMP_NUM_THREADS=1 python bench/mass_drift.py --baseline d1d551f   # writes bench/results_mass_drift.json
+    OMP_NUM_THREADS=1 python bench/mass_drift.py --baseline d1d551f     # writes bench/results_mass_drift.json
+    OMP_NUM_THREADS=1 python bench/mass_drift.py --alus structured --eps 1e-9 --timing_rounds 0 \
+        --out bench/results_mass_drift_eps1e-9.json
+    OMP_NUM_THREADS=1 python bench/mass_drift.py --baseline d1d551f --no_drift --out bench/results_mass_step_time.json
 
-Inputs one-hot × (1 - ε) + ε/n (n = 32, R = 8, M = 32, ε = 1e-5, 4 examples, seed 0) for library programs;
-after 10, 20, 40, 80, 160, 300 and 1000 steps the worst |mass - 1| of the registers, the memory cells and the
-counter, and the range of the halting probability, for every ALU backend in float32 and float64; then the
-gradient of the final registers through 300 float32 steps (finite or not, its largest entry). `--baseline REV`
-also measures the code of commit REV (its `modeling_llama_delta/`, loaded as a second package) in the same
-process, and times the soft step (B = 32, n = 128, the bench_machine loop, forward + backward, best of 5 rounds
-of 20 steps, the two versions in turn) for both.
+Inputs one-hot × (1 - ε) + ε × a random distribution (n = 32, R = 8, M = 32, ε = 1e-5, 4 examples, seed 0) for
+library programs; after 10, 20, 40, 80, 160, 300 and 1000 steps the worst |mass - 1| of the registers, the memory
+cells and the counter, the range of the halting probability, and after 1000 steps the share of examples whose
+arg-max state is the one-hot (ε = 0) run's, for every ALU backend in float32 and float64; then the gradient of
+the final state's top log-probabilities through 300 float32 steps (finite or not, its largest entry).
+`--baseline REV` also measures the code of commit REV (its `modeling_llama_delta/`, loaded as a second package)
+in the same process, and times the soft step of both (B = 32, n = 128, the bench_machine loop, structured ALU,
+forward and forward + backward, best of 7 rounds of 100 steps, the versions in turn); `--no_drift` times only.
 """
 
 from __future__ import annotations
@@ -112,14 +116,19 @@ def mass_errors(state) -> dict:
 
 
 def drift(module, program: str, alu: str, dtype, eps: float) -> list[dict]:
+    """Mass errors at the checkpoints, and whether the arg-max state agrees with the one-hot (ε = 0) run's."""
     machine = machine_for(module, program, alu, dtype)
-    state = start(module, machine, program, eps, dtype)
-    rows, done = [], 0
     with torch.no_grad():
+        exact = machine(start(module, machine, program, 0.0, dtype), max_steps=CHECKPOINTS[-1]).program_states.values()
+        state = start(module, machine, program, eps, dtype)
+        rows, done = [], 0
         for point in CHECKPOINTS:
             out = machine(state, max_steps=point - done)
             state, done = out.program_states, point
             rows.append({"steps": point, **mass_errors(state)})
+    values = state.values()
+    agrees = (values["memory"] == exact["memory"]).all(-1) & (values["registers"] == exact["registers"]).all(-1)
+    rows[-1]["agrees_with_one_hot_run"] = float(agrees.double().mean())  # fraction of examples, after 1000 steps
     return rows
 
 
@@ -142,16 +151,19 @@ def gradient(module, program: str, alu: str, eps: float) -> dict:
     }
 
 
-def step_time(module, dtype=torch.float32, n: int = 128, batch: int = 32, steps: int = 20) -> float:
-    """Seconds per soft step, forward + backward, the bench_machine loop (structured ALU, soft inputs)."""
-    machine = module.DeltaMachine(n, REGISTERS, MEMORY, alu="structured", programs={"loop": TIMING_LOOP}).to(dtype)
+def step_time(module, backward: bool, n: int = 128, batch: int = 32, steps: int = 100) -> float:
+    """Seconds per soft step, forward (no grad) or forward + backward, the bench_machine loop (structured ALU,
+    soft inputs, float32)."""
+    machine = module.DeltaMachine(n, REGISTERS, MEMORY, alu="structured", programs={"loop": TIMING_LOOP})
     g = torch.Generator().manual_seed(0)
     memory = torch.softmax(torch.randn(batch, MEMORY, n, generator=g) * 3, -1).requires_grad_()
     registers = torch.softmax(torch.randn(batch, 6, n, generator=g) * 3, -1).requires_grad_()
 
     def run():
-        out = machine(machine.start_state(memory, registers), max_steps=steps)
-        (out.state.registers.square().sum() + out.state.memory.square().sum()).backward()
+        with torch.set_grad_enabled(backward):
+            out = machine(machine.start_state(memory, registers), max_steps=steps)
+        if backward:
+            (out.state.registers.square().sum() + out.state.memory.square().sum()).backward()
 
     run()
     start_time = time.perf_counter()
@@ -169,7 +181,8 @@ def measure(module, alus, dtypes, programs, eps) -> dict:
                 last = results["drift"][key][-1]
                 print(
                     f"{key:36s} 1000 steps: registers {last['registers']:.2e} memory {last['memory']:.2e} "
-                    f"counter {last['counter']:.2e} h [{last['halted_min']:.4f}, {last['halted_max']:.4f}]",
+                    f"counter {last['counter']:.2e} h [{last['halted_min']:.4f}, {last['halted_max']:.4f}] "
+                    f"agrees with the one-hot run {last['agrees_with_one_hot_run']:.2f}",
                     flush=True,
                 )
             results["gradient"][f"{program}/{alu}"] = gradient(module, program, alu, eps)
@@ -187,7 +200,8 @@ def main() -> None:
     parser.add_argument("--alus", nargs="+", default=["table", "structured", "circuit"])
     parser.add_argument("--programs", nargs="+", default=list(INPUTS))
     parser.add_argument("--eps", type=float, default=1e-5)
-    parser.add_argument("--timing_rounds", type=int, default=5)
+    parser.add_argument("--timing_rounds", type=int, default=7)
+    parser.add_argument("--no_drift", action="store_true", help="time the step only")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results_mass_drift.json"))
     args = parser.parse_args()
     versions = {"current": load_package("modeling_llama_delta", None)}
@@ -204,15 +218,16 @@ def main() -> None:
         "eps": args.eps,
     }
     for name, module in versions.items():
-        print(f"== {name}", flush=True)
-        report[name] = measure(module, args.alus, dtypes, args.programs, args.eps)
+        if not args.no_drift:
+            print(f"== {name}", flush=True)
+            report[name] = measure(module, args.alus, dtypes, args.programs, args.eps)
     if args.timing_rounds:
-        times = {name: [] for name in versions}
+        times = {(name, mode): [] for name in versions for mode in ("forward", "forward+backward")}
         for _ in range(args.timing_rounds):  # the versions in turn, so a slow spell of the machine hits both
-            for name, module in versions.items():
-                times[name].append(step_time(module))
-        report["step_ms"] = {name: 1e3 * min(t) for name, t in times.items()}
-        print("soft step, fwd+bwd, B = 32, n = 128, structured:", report["step_ms"], flush=True)
+            for name, mode in times:
+                times[name, mode].append(step_time(versions[name], backward=mode != "forward"))
+        report["step_ms"] = {f"{name} {mode}": 1e3 * min(t) for (name, mode), t in times.items()}
+        print("soft step ms, B = 32, n = 128, structured, best of rounds:", report["step_ms"], flush=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
 
 

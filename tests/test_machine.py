@@ -435,10 +435,11 @@ def test_alu_swaps_on_a_trained_machine():
         machine.set_alu("abacus")
 
 
-@pytest.mark.parametrize("sharpness,bound", [(None, 1e-3), (4.0, 5e-2)])
+@pytest.mark.parametrize("sharpness,bound", [(None, 3e-6), (4.0, 3e-6)])
 def test_float32_drift_from_float64_is_bounded(sharpness, bound):
-    """Soft inputs, 100 steps: measured max |float32 - float64| was 2e-4 with a compiled ROM and 2.3e-2
-    with a soft ROM (sharpness 4); one-hot inputs stay exact (test_1000_step_runs_stay_exact_in_float32)."""
+    """Soft inputs, 100 steps: measured max |float32 - float64| 2.6e-7 with a compiled ROM and 2.8e-7 with a soft
+    ROM (sharpness 4); 1.8e-4 and 1.5e-2 before the step renormalised its rows (rounding errors of the rows' masses
+    doubled every step). One-hot inputs stay exact (test_1000_step_runs_stay_exact_in_float32)."""
     source = """
     loop:
         add r2, r0, r1
