@@ -13,7 +13,10 @@ distribution over the n ROM lines) and the halting probability h (B,). One step:
    write b to memory cell a with the probability of `write` (eqs. 3-4);
 5. move the counter: eq. 6 generalised to the ISA's control ops (next line, jmp/jez/jnz/call to the
    immediate, ret to the value of register a, halt stays);
-6. h_{t+1} = h_t + (1 - h_t) p_halt, and the halted share of the state stops changing.
+6. h_{t+1} = h_t + (1 - h_t) p_halt, and the halted share of the state stops changing;
+7. every written row (register, memory cell, counter) is divided by its mass. On the simplex that mass is 1 in
+   exact arithmetic, but the step is multilinear (a row's mass is the product of its inputs' masses, the
+   counter's squared), so without it a rounding error doubles every step and float32 overflows within ~40.
 
 (6) is implemented by running the step with op distribution (1 - h) p + h e_halt: the step is linear in
 the op distribution and `halt` changes nothing, so this IS h·state + (1 - h)·step(state), and its halt
@@ -64,10 +67,11 @@ MIXED = 6
 _P_REGISTER, _P_WRITE, _P_HALT = MIXED * SOURCES, MIXED * SOURCES + 1, MIXED * SOURCES + 2
 COEFFICIENTS = MIXED * SOURCES + 3
 # The backward saturates the state's gradient at finfo.max / GRADIENT_HEADROOM (3.4e30 in float32). Gradients with
-# respect to the counter can double every step (what the rest of the run would do from a line it is not on), and a
-# program whose control flow does not depend on trainable inputs multiplies them by exact zeros: past ~128 steps
-# float32 overflows to inf and inf * 0 poisons every gradient with NaN. Saturating leaves 1e8 of range for one step's
-# sums and changes nothing a gradient below the limit carries (float64: 1.8e300).
+# respect to the counter grow with the steps (what the rest of the run would do from a line it is not on; in the
+# mean field a stray share of the counter runs the likely line's jump targets too, so it can double per step), and a
+# program whose control flow does not depend on trainable inputs multiplies them by exact zeros: in long runs
+# float32 overflows to inf and inf * 0 poisons every gradient with NaN (fib_linear at depth 28, 299 steps). Saturating
+# leaves 1e8 of range for one step's sums and changes nothing a gradient below the limit carries (float64: 1.8e300).
 GRADIENT_HEADROOM = 1e8
 
 
@@ -287,16 +291,26 @@ class _StepUpdate(torch.autograd.Function):
         ones = p_write.new_ones(pb, 1)
         gain = torch.cat([dest, address, ones], dim=1)  # (PB, K)
         keep = 1 - torch.cat([dest * p_register, address, ones], dim=1)  # (PB, K)
-        gains = gain[:, :, None] * k.blocks  # (PB, K, 3)
-        new_state = torch.mul(state, keep[:, :, None]).baddbmm_(gains, values)  # (PB, K, 3) @ (PB, 3, n)
+        # Every written row is divided by its mass (an exact renormalisation). The step is multilinear, so a
+        # row's mass is the product of its inputs' masses (the counter's is squared: c picks the line, whose
+        # fields mix targets built from c): a rounding error of δ becomes ~2δ per step, 2^steps in all, and
+        # float32 overflows within ~40 steps. On the simplex the mass is 1 in exact arithmetic, so this changes
+        # no value, only rounding (and on one-hot states the mass is exactly 1: bitwise the same run).
+        # mass_i = keep_i · |state_i| + gain_i · |the value written to row i|
+        masses = torch.stack([state.sum(-1), values.sum(-1) @ k.blocks.t()])  # (2, PB, K): |state_i|, |value_i|
+        scale = (keep * masses[0]).addcmul_(gain, masses[1]).reciprocal_()  # (PB, K)
+        gains = (gain * scale)[:, :, None] * k.blocks  # (PB, K, 3)
+        new_state = torch.mul(state, (keep * scale)[:, :, None]).baddbmm_(gains, values)  # (PB, K, 3) @ (PB, 3, n)
         # Saved: the inputs and small per-row weights; `sources` is kept (the backward needs all of it).
-        ctx.save_for_backward(state, halted, fields, sources, coefficients, jump_weight, gain, keep, values)
+        ctx.save_for_backward(
+            state, halted, fields, sources, coefficients, jump_weight, gain, keep, values, masses, scale
+        )
         ctx.constants = k
         return new_state, coefficients[:, _P_HALT]  # (PB, K, n), h_{t+1} = h + (1 - h) p_halt
 
     @staticmethod
     def backward(ctx, g_state, g_halted):
-        state, halted, fields, sources, coefficients, jump_weight, gain, keep, values = ctx.saved_tensors
+        state, halted, fields, sources, coefficients, jump_weight, gain, keep, values, masses, scale = ctx.saved_tensors
         k = ctx.constants
         r, m, ops = k.num_registers, k.memory_size, k.mixing.shape[0]
         pb, _, n = state.shape
@@ -305,27 +319,40 @@ class _StepUpdate(torch.autograd.Function):
         g_halted = g_halted.clamp(-limit, limit)
         dest, a = fields[:, ops + 2 * r : ops + 3 * r], sources[:, _A]  # (PB, R), (PB, n)
         p_register, p_write = coefficients[:, _P_REGISTER, None], coefficients[:, _P_WRITE, None]  # (PB, 1)
-        # new_state = state * keep + gains @ values, gain = [dest | address | 1], values = [written, counter, b]
-        g_registers, g_memory = g_state[:, :r], g_state[:, r : r + m]  # (PB, R, n), (PB, M, n)
-        address = gain[:, r : r + m]  # (PB, M)
-        g_keep = torch.linalg.vecdot(g_state, state)  # (PB, K)
-        g_written = torch.bmm(dest[:, None, :], g_registers)  # (PB, 1, R) @ (PB, R, n) -> (PB, 1, n)
-        g_stored = torch.bmm(address[:, None, :], g_memory)  # (PB, 1, M) @ (PB, M, n) -> (PB, 1, n)
-        g_counter = g_state[:, -1:]  # (PB, 1, n)
-        # values = mixed[:3] + the rolled parts; mixed = weights @ sources. (The cat copies g_counter before
-        # g_state is overwritten below.)
+        # new_state = u * scale, u = state * keep + gains @ values, gain = [dest | address | 1], values = [written,
+        # counter, b], scale = 1 / (keep · |state| + gain · |value|) per row. With y = new_state, u's gradient is
+        # (g - <g, y>) · scale: the renormalisation takes out the part of g along the row's ones.
+        g_registers, g_memory, g_counter = g_state[:, :r], g_state[:, r : r + m], g_state[:, -1:]
+        g_keep = torch.linalg.vecdot(g_state, state)  # (PB, K): <g_i, state_i>
+        g_gain = torch.cat(
+            [
+                torch.linalg.vecdot(g_registers, values[:, None, _WRITTEN]),
+                torch.linalg.vecdot(g_memory, values[:, None, _STORED]),
+                torch.linalg.vecdot(g_counter, values[:, None, _COUNTER]),
+            ],
+            dim=1,
+        )  # (PB, K): <g_i, the value written to row i>
+        along = scale * (keep * g_keep + gain * g_gain)  # (PB, K): <g_i, y_i>
+        g_keep = scale * (g_keep - along * masses[0])  # (PB, K): the gradients of keep and gain through u and scale
+        g_gain = scale * (g_gain - along * masses[1])
+        g_rows = g_state.sub_(along[:, :, None])  # (PB, K, n): g - <g, y>, in place (g_state is fresh and ours)
+        scaled_gain = gain * scale  # (PB, K)
+        g_written = torch.bmm(scaled_gain[:, None, :r], g_rows[:, :r])  # (PB, 1, R) @ (PB, R, n) -> (PB, 1, n)
+        g_stored = torch.bmm(scaled_gain[:, None, r : r + m], g_rows[:, r : r + m])  # (PB, 1, M) @ (PB, M, n)
+        g_counter = g_rows[:, -1:] * scale[:, -1:, None]  # (PB, 1, n)
+        # values = mixed[:3] + the rolled parts; mixed = weights @ sources.
         g_mixed = torch.cat(
             [g_written, g_counter, g_stored, g_written.roll(-1, -1), g_counter.roll(-1, -1), g_written.roll(1, -1)],
             dim=1,
         )  # (PB, 6, n)
-        # keep = 1 - [p_register dest | address | 1]
-        g_dest = torch.linalg.vecdot(g_registers, values[:, None, _WRITTEN]) - g_keep[:, :r] * p_register  # (PB, R)
+        # keep = 1 - [p_register dest | address | 1], gain = [dest | address | 1]
+        g_dest = g_gain[:, :r] - g_keep[:, :r] * p_register  # (PB, R)
         g_p_register = -torch.linalg.vecdot(g_keep[:, :r], dest)  # (PB,)
-        g_address = torch.linalg.vecdot(g_memory, sources[:, None, _B]) - g_keep[:, r : r + m]  # (PB, M)
+        g_address = g_gain[:, r : r + m] - g_keep[:, r : r + m]  # (PB, M)
         g_p_write = torch.linalg.vecdot(g_address, a[:, :m])  # (PB,)
-        # g_state is read no further. It is fresh and read by no one else (the next step's `_StepRead`
-        # gradient, or the slicing after the run), so it becomes the state's gradient in place.
-        g_in = g_state.mul_(keep[:, :, None])  # (PB, K, n)
+        # g_rows is read no further. It is read by no one else (the next step's `_StepRead` gradient, or the
+        # slicing after the run), so it becomes the state's gradient in place.
+        g_in = g_rows.mul_((keep * scale)[:, :, None])  # (PB, K, n)
         weights = coefficients[:, : MIXED * SOURCES].view(pb, MIXED, SOURCES)  # (PB, 6, 14)
         g_sources = torch.bmm(weights.transpose(1, 2), g_mixed)  # (PB, 14, 6) @ (PB, 6, n) -> (PB, 14, n)
         g_weights = torch.bmm(g_mixed, sources.transpose(1, 2))  # (PB, 6, n) @ (PB, n, 14) -> (PB, 6, 14)

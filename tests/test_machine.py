@@ -245,8 +245,8 @@ def test_halting_accumulates_and_freezes_the_halted_share():
     machine.halt_tolerance = -1.0  # never stop early: the fully halted state must not change
     frozen = machine(done, max_steps=5)
     assert frozen.steps == 5
-    for name in ("memory", "registers", "counter", "halted"):
-        assert torch.equal(getattr(frozen.program_states, name), getattr(done, name))
+    for name in ("memory", "registers", "counter", "halted"):  # up to the rows' renormalisation (mass 1 ± rounding)
+        assert torch.allclose(getattr(frozen.program_states, name), getattr(done, name), rtol=0, atol=1e-15)
 
 
 def test_library_selection_mixes_program_results():
@@ -348,10 +348,11 @@ def test_alu_swaps_on_a_trained_machine():
         machine.set_alu("abacus")
 
 
-@pytest.mark.parametrize("sharpness,bound", [(None, 1e-3), (4.0, 5e-2)])
+@pytest.mark.parametrize("sharpness,bound", [(None, 3e-6), (4.0, 3e-6)])
 def test_float32_drift_from_float64_is_bounded(sharpness, bound):
-    """Soft inputs, 100 steps: measured max |float32 - float64| was 2e-4 with a compiled ROM and 2.3e-2
-    with a soft ROM (sharpness 4); one-hot inputs stay exact (test_1000_step_runs_stay_exact_in_float32)."""
+    """Soft inputs, 100 steps: measured max |float32 - float64| 2.6e-7 with a compiled ROM and 2.8e-7 with a soft
+    ROM (sharpness 4); 1.8e-4 and 1.5e-2 before the step renormalised its rows (rounding errors of the rows' masses
+    doubled every step). One-hot inputs stay exact (test_1000_step_runs_stay_exact_in_float32)."""
     source = """
     loop:
         add r2, r0, r1
@@ -408,13 +409,14 @@ def test_machine_checks_its_arguments():
 
 
 def test_gradients_stay_finite_and_exact_past_float32_range(monkeypatch):
-    """fib_linear at depth 12 (139 steps): the counter's gradient doubles every step (2^139 > float32's 3.4e38) and
-    meets exact zeros, because the control flow does not depend on x0 and x1. Saturated, float32 gives float64's
-    gradient; without the saturation it is NaN."""
+    """fib_linear at depth 28 (299 steps): the counter's gradient grows with the steps (what the rest of the run would
+    do from a line it is not on; ~2^71 after 139 steps since the step renormalises its rows, 2^139 before) past
+    float32's 3.4e38, and meets exact zeros, because the control flow does not depend on x0 and x1. Saturated,
+    float32 gives float64's gradient; without the saturation it is NaN."""
     from modeling_llama_delta import machine as machine_module
     from modeling_llama_delta.library import LIBRARY, memory_needed, step_bound
 
-    n, depth = 32, 12
+    n, depth = 32, 28
     torch.manual_seed(0)
     logits64 = torch.randn(2, 2, n, dtype=torch.float64)
     direction = torch.randn_like(logits64)
