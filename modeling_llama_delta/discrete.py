@@ -8,9 +8,10 @@ per line of every program, `compiler.compile_fields`), and a step gathers each e
 so a library of P programs costs one program's run per example (the soft machine runs all P on every example).
 
 A step is a fixed handful of batched tensor ops, whatever the programs: the line's fields and the per-line tables
-built once from the ROM (which value a line writes to its register, whether it writes memory, where it sends the
-counter), the two operand registers, the candidate results of the ops the ROM uses, and three masked writes. An
-example that has halted changes nothing but is still stepped (vectorised); a run ends once all have halted.
+built once from the ROM (which value a line writes, whether to a register or to memory, where it sends the
+counter), the two operand registers, the candidate values of the ops the ROM uses, ONE scatter (a line writes at
+most one register or cell) and the new counter. An example that has halted changes nothing but is still stepped
+(vectorised); a run ends once all have halted.
 Equal to the reference interpreter and to the soft machine on one-hot inputs: tests/test_discrete.py.
 """
 
@@ -31,11 +32,19 @@ from .machine import DeltaState
 _NEXT, _IMMEDIATE, _REGISTER_A, _STAY, _IF_ZERO, _IF_NONZERO = range(6)
 _CONTROL = {"halt": _STAY, "jmp": _IMMEDIATE, "jez": _IF_ZERO, "jnz": _IF_NONZERO, "call": _IMMEDIATE}
 _CONTROL["ret"] = _REGISTER_A
-# The ops that write register d, each by the name of the candidate value it writes (`DiscreteMachine._candidates`).
+# The ops that write register d, each by the name of the value it writes (`DiscreteMachine._candidates`).
 _REGISTER_RESULTS = {"const": "imm", "mov": "a", "inc": "a+1", "dec": "a-1", "read": "m[a]", "call": "c+1"}
 _REGISTER_RESULTS |= {op: op for op in BINARY_OPS}
-# Columns of the per-line table (P·n, 9): the five ROM fields, then the ones derived from the op.
-_OP, _A, _B, _D, _IMM, _SOURCE, _WRITES_REGISTER, _WRITES_MEMORY, _JUMP = range(9)
+_WRITTEN = _REGISTER_RESULTS | {"write": "b"}  # and `write` writes b (to memory cell a)
+# The new counter is a column of stack([c + 1, imm, a, c]), chosen by (the line's jump code, a == 0).
+_STAY_COLUMN = 3
+_CHOICE = torch.tensor(
+    [[0, 0], [1, 1], [2, 2], [_STAY_COLUMN, _STAY_COLUMN], [0, 1], [1, 0]]  # next, imm, ret, halt, jez, jnz
+).flatten()  # (6 · 2,): index jump · 2 + (a == 0)
+# Columns of the per-line table (P·n, 9): op, the registers a and b, the immediate (ROM fields), then derived from
+# the op: which candidate value it writes, the register it writes (or scratch), whether it writes memory, its jump
+# code (times 2: a row of `_CHOICE`) and the next line.
+_OP, _A, _B, _IMM, _SOURCE, _TARGET, _WRITES_MEMORY, _JUMP, _NEXT_LINE = range(9)
 
 
 @dataclass
@@ -79,36 +88,54 @@ class DiscreteMachine:
     """The discrete machine for a library of programs (one machine shape: n, R), with M memory cells.
 
     Not an `nn.Module`: it holds no parameters, only integer tables that are pure functions of the programs
-    (built on the CPU, copied to a run's device on first use there).
+    (built on the CPU, copied to a run's device on first use there). A run holds each example's values as one row
+    (R + M + 2,): the registers, the memory cells, a scratch column (where a line that writes nothing writes) and a
+    column that stays 0 (what reading a cell >= M gives).
     """
 
     def __init__(self, programs: Sequence[Program], memory_size: int, max_steps: int = 1000):
         programs = list(programs)
         fields = compile_fields(programs)  # (P, n, 5): op, a, b, d, imm of every line
-        self.n, self.num_registers = programs[0].n, programs[0].num_registers
-        if not 1 <= memory_size <= self.n:
-            raise ValueError(f"memory_size = {memory_size} is out of range 1..{self.n} (n)")
-        self.memory_size, self.max_steps = memory_size, max_steps
+        n, r = programs[0].n, programs[0].num_registers
+        if not 1 <= memory_size <= n:
+            raise ValueError(f"memory_size = {memory_size} is out of range 1..{n} (n)")
+        self.n, self.num_registers, self.memory_size, self.max_steps = n, r, memory_size, max_steps
         self.num_programs = len(programs)
+        self.scratch, self.zero = r + memory_size, r + memory_size + 1  # the two extra value columns
         op_names = [OPCODES[code] for code in fields[..., 0].unique().tolist()]
-        # Candidate register values a step computes: only those of ops some line uses (the rest are never written).
-        used = [_REGISTER_RESULTS[op] for op in op_names if op in _REGISTER_RESULTS]
-        self.results = tuple(dict.fromkeys(used)) or ("a",)  # a ROM of control ops only writes no register
+        # Candidate values a step computes: only those of ops some line uses (the rest are never written).
+        used = [_WRITTEN[op] for op in op_names if op in _WRITTEN]
+        self.results = tuple(dict.fromkeys(used)) or ("a",)  # a ROM of control ops only writes nothing
         column = {name: i for i, name in enumerate(self.results)}
-        source = torch.tensor([column.get(_REGISTER_RESULTS.get(op), 0) for op in OPCODES])  # (O,)
+        source = torch.tensor([column.get(_WRITTEN.get(op), 0) for op in OPCODES])  # (O,)
         writes_register = torch.tensor([op in _REGISTER_RESULTS for op in OPCODES])  # (O,)
-        writes_memory = F.one_hot(torch.tensor(OPCODE_INDEX["write"]), len(OPCODES)).bool()  # (O,)
         jump = torch.tensor([_CONTROL.get(op, _NEXT) for op in OPCODES])  # (O,)
-        op = fields[..., 0]  # (P, n)
-        derived = torch.stack([source[op], writes_register[op].long(), writes_memory[op].long(), jump[op]], dim=-1)
-        self.lines = torch.cat([fields, derived], dim=-1).flatten(0, 1)  # (P·n, 9): row p·n + line
+        op, a, b, d, imm = fields.unbind(-1)  # (P, n) each
+        columns = {
+            _OP: op,
+            _A: a,
+            _B: b,
+            _IMM: imm,
+            _SOURCE: source[op],
+            _TARGET: torch.where(writes_register[op], d, self.scratch),  # a written register, else scratch
+            _WRITES_MEMORY: (op == OPCODE_INDEX["write"]).long(),
+            _JUMP: 2 * jump[op],  # the row of `_CHOICE` (plus a == 0)
+            _NEXT_LINE: ((torch.arange(n) + 1) % n).expand_as(op),
+        }
+        self.lines = torch.stack([columns[i] for i in range(len(columns))], dim=-1).flatten(0, 1)  # (P·n, 9)
+        values = torch.arange(n)
+        in_memory = values < memory_size
+        self.read_columns = torch.where(in_memory, r + values, self.zero)  # (n,) value a -> the column m[a] reads
+        self.write_columns = torch.where(in_memory, r + values, self.scratch)  # (n,) and the one `write` writes
         self.halt_lines = torch.tensor([program.halt_line for program in programs])  # (P,)
         self.functions = [program.functions for program in programs]
-        self._on_device: dict[torch.device, tuple[Tensor, Tensor]] = {}
+        self._on_device: dict[torch.device, dict[str, Tensor]] = {}
 
-    def _tables(self, device: torch.device) -> tuple[Tensor, Tensor]:
+    def _tables(self, device: torch.device) -> dict[str, Tensor]:
+        """The per-line table, the value-to-column tables, the counter's choice table and the halt lines on `device`."""
         if device not in self._on_device:
-            self._on_device[device] = (self.lines.to(device), self.halt_lines.to(device))
+            tables = {"lines": self.lines, "read": self.read_columns, "write": self.write_columns, "choice": _CHOICE}
+            self._on_device[device] = {name: t.to(device) for name, t in (tables | {"halt": self.halt_lines}).items()}
         return self._on_device[device]
 
     def entry_lines(self, entry: str | None) -> Tensor:
@@ -132,10 +159,9 @@ class DiscreteMachine:
         n, r, m = self.n, self.num_registers, self.memory_size
         if program.dtype != torch.long or not bool(((program >= 0) & (program < self.num_programs)).all()):
             raise ValueError(f"program must be (B,) long indices in 0..{self.num_programs - 1}")
-        _, halt_lines = self._tables(device)
         cells = torch.zeros(b, m, dtype=torch.long, device=device)
         regs = torch.zeros(b, r, dtype=torch.long, device=device)
-        regs[:, r - 1] = halt_lines[program]
+        regs[:, r - 1] = self._tables(device)["halt"][program]
         for values, out, rows, what in ((memory, cells, m, "memory"), (registers, regs, r, "registers")):
             if values is None:
                 continue
@@ -148,17 +174,18 @@ class DiscreteMachine:
         no = torch.zeros(b, dtype=torch.bool, device=device)
         return DiscreteState(cells, regs, counter, no, program, torch.zeros(b, dtype=torch.long, device=device))
 
-    def _candidates(self, a: Tensor, b: Tensor, imm: Tensor, counter: Tensor, memory: Tensor) -> Tensor:
-        """(B, len(self.results)) every register value the ROM's ops can write, from operand values a, b (B,)."""
-        n, m = self.n, self.memory_size
+    def _candidates(self, a: Tensor, b: Tensor, imm: Tensor, next_line: Tensor, loaded) -> Tensor:
+        """(B, len(self.results)) every value the ROM's ops can write, from operand values a, b (B,)."""
+        n = self.n
         safe_b = b.clamp_min(1)  # div/mod by 0 give 0 (masked below)
         compute = {
             "imm": lambda: imm,
             "a": lambda: a,
+            "b": lambda: b,
             "a+1": lambda: (a + 1) % n,
             "a-1": lambda: (a - 1) % n,
-            "m[a]": lambda: memory.gather(1, a.clamp_max(m - 1)[:, None])[:, 0].masked_fill(a >= m, 0),
-            "c+1": lambda: (counter + 1) % n,
+            "m[a]": loaded,
+            "c+1": lambda: next_line,
             "add": lambda: (a + b) % n,
             "sub": lambda: (a - b) % n,
             "mul": lambda: (a * b) % n,
@@ -171,42 +198,48 @@ class DiscreteMachine:
         }
         return torch.stack([compute[name]() for name in self.results], dim=1)
 
-    def step(self, state: DiscreteState) -> DiscreteState:
-        """One line executed by every example that has not halted (ISA.md's "Step")."""
-        n, r, m = self.n, self.num_registers, self.memory_size
-        lines, _ = self._tables(state.counter.device)
-        live = ~state.halted  # (B,)
-        line = lines[state.program * n + state.counter]  # (B, 9): each example's current line of its own program
-        op, imm, d = line[:, _OP], line[:, _IMM], line[:, _D]
-        operands = state.registers.gather(1, line[:, _A : _B + 1])  # (B, 2): the values of registers a and b
-        a, b = operands[:, 0], operands[:, 1]
-        # Registers: d := the line's candidate value, where the line's op writes a register.
-        value = self._candidates(a, b, imm, state.counter, state.memory).gather(1, line[:, _SOURCE, None])  # (B, 1)
-        writes = (live & line[:, _WRITES_REGISTER].bool())[:, None]  # (B, 1)
-        at_d = torch.arange(r, device=d.device) == d[:, None]  # (B, R)
-        registers = torch.where(at_d & writes, value, state.registers)
-        # Memory: m[a] := b, where the op is `write` and a < M (out of range: nothing).
-        stores = (live & line[:, _WRITES_MEMORY].bool())[:, None]  # (B, 1)
-        at_a = torch.arange(m, device=a.device) == a[:, None]  # (B, M): all False where a >= M
-        memory = torch.where(at_a & stores, b[:, None], state.memory)
-        # Counter: next line, the immediate, the value of a (ret), or stay (halt); jez/jnz by a == 0.
-        jump = line[:, _JUMP]
-        taken = (jump == _IMMEDIATE) | ((jump == _IF_ZERO) & (a == 0)) | ((jump == _IF_NONZERO) & (a != 0))
-        counter = torch.where(taken, imm, torch.where(jump == _REGISTER_A, a, (state.counter + 1) % n))
-        counter = torch.where(live & (jump != _STAY), counter, state.counter)
-        halted = state.halted | (op == OPCODE_INDEX["halt"])
-        return DiscreteState(memory, registers, counter, halted, state.program, state.steps + live)
+    def _step(self, values: Tensor, counter: Tensor, halted: Tensor, first_line: Tensor, tables: dict[str, Tensor]):
+        """One line executed by every example that has not halted (ISA.md's "Step").
 
-    def run(self, state: DiscreteState, max_steps: int | None = None) -> tuple[DiscreteState, int]:
-        """Step until every example has halted or `max_steps` steps ran; returns the final state and the steps run
-        (the soft machine's `DeltaOutput.steps` for the same run)."""
+        values (B, R + M + 2) are written in place (a line writes at most one register or one cell: ONE scatter);
+        counter (B,), halted (B,); first_line (B,) the row of each example's program in the line table. Returns the
+        new counter and halted, and which examples ran (B,).
+        """
+        live = ~halted  # (B,)
+        line = tables["lines"].index_select(0, first_line + counter)  # (B, 9): each example's line of its program
+        op, _, _, imm, source, target, writes_memory, jump, next_line = line.unbind(1)  # (B,) each
+        a, b = values.gather(1, line[:, _A : _B + 1]).unbind(1)  # (B,) each: the values of registers a and b
+
+        def loaded() -> Tensor:  # m[a], 0 where a >= M (the zero column)
+            return values.gather(1, tables["read"].index_select(0, a)[:, None])[:, 0]
+
+        written = self._candidates(a, b, imm, next_line, loaded).gather(1, source[:, None])  # (B, 1)
+        # `write` writes cell a (out of range: the scratch column); other lines their register d or scratch.
+        target = torch.where(writes_memory.bool(), tables["write"].index_select(0, a), target)
+        values.scatter_(1, torch.where(live, target, self.scratch)[:, None], written)
+        # Counter: the next line, the immediate, the value of a (ret) or stay (halt); jez/jnz decided by a == 0.
+        choice = torch.where(live, tables["choice"].index_select(0, jump + (a == 0)), _STAY_COLUMN)  # (B,)
+        counter = torch.stack([next_line, imm, a, counter], dim=1).gather(1, choice[:, None])[:, 0]
+        return counter, halted | (op == OPCODE_INDEX["halt"]), live
+
+    def run(self, state: DiscreteState, max_steps: int | None = None, early_exit: bool = True):
+        """Step until every example has halted (`early_exit`) or `max_steps` steps ran; returns the final state and
+        the steps run (the soft machine's `DeltaOutput.steps` for the same run): (DiscreteState, int)."""
         max_steps = self.max_steps if max_steps is None else max_steps
+        b, r = state.registers.shape
+        tables = self._tables(state.counter.device)
+        extra = state.registers.new_zeros(b, 2)  # the scratch and zero columns
+        values = torch.cat([state.registers, state.memory, extra], dim=1)  # (B, R + M + 2), a copy: written in place
+        first_line = state.program * self.n  # (B,)
+        counter, halted, taken = state.counter, state.halted, state.steps
         steps = 0
         with torch.no_grad():
-            while steps < max_steps and not bool(state.halted.all()):
-                state = self.step(state)
+            while steps < max_steps and not (early_exit and bool(halted.all())):
+                counter, halted, live = self._step(values, counter, halted, first_line, tables)
+                taken = taken + live
                 steps += 1
-        return state, steps
+        memory = values[:, r : r + self.memory_size]
+        return DiscreteState(memory, values[:, :r], counter, halted, state.program, taken), steps
 
 
 __all__ = ["DiscreteMachine", "DiscreteState", "one_hot_values"]
