@@ -4,11 +4,13 @@
     python bench/bench_discrete.py --quick                      # smoke configuration, no JSON
 
 Rows (issue 13, part 3):
-- `train_step`: a training step (forward, backward, AdamW) of the default `python train_sft.py --task sort` run: its
-  tiny preset model (minimal Llama from scratch, `tokens` parse of spelled tokens), its data (lengths 8/10/12), 32
-  questions x 8 sampled parses (B·S = 256), Δ's step limit of the training splits. Two copies of the model, one per
-  path (`DeltaComputerHead.discrete_runs` False: today's soft machine; True: the discrete machine), step on the same
-  batches with the same random draws, in turn; their losses must be equal (the two paths are the same computation).
+- `train_step`: a training step (forward, backward, the Trainer's optimizer: `Trainer.get_optimizer_cls_and_kwargs`)
+  of the default `python train_sft.py --task sort` run: its tiny preset model (minimal Llama from scratch, `tokens`
+  parse of spelled tokens), its data (lengths 8/10/12), 32 questions x 8 sampled parses (B·S = 256), Δ's step limit
+  of the training splits. Two copies of the model, one per path (`DeltaComputerHead.discrete_runs` False: today's
+  soft machine; True: the discrete machine), step on the same batches with the same random draws, in turn; their
+  losses must be equal (the two paths are the same computation). `delta_*`: the seconds of the step spent in Δ's
+  run (the soft machine's forward, or the discrete path).
 - `solve`: questions per second of `model.solve` on the held-out length 16 (200 questions, Δ's step limit of that
   split), after `--train_steps` discrete training steps so that the parse is a real one; the two paths' answers
   must be equal, and their exact match is recorded.
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -71,24 +74,49 @@ def train_step(model, optimizer, batch, seed: int) -> float:
     loss = model(**batch).loss
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return loss.item()
+
+
+def time_delta_runs(model, spent: list[float]) -> None:
+    """Add the seconds of every Δ run of `model` (soft machine or discrete path) to `spent[0]`."""
+    head = model.delta_head
+
+    def timing(fn):
+        def run(*args, **kwargs):
+            seconds, result = timed(lambda: fn(*args, **kwargs))
+            spent[0] += seconds
+            return result
+
+        return run
+
+    head.machine.forward = timing(head.machine.forward)
+    head._run_discrete = timing(head._run_discrete)
 
 
 def bench_train_step(model, training_args, data, collator, rounds: int) -> tuple[dict, object]:
     models = {"soft": model, "discrete": copy.deepcopy(model)}
     models["soft"].delta_head.discrete_runs = False
-    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=training_args.learning_rate) for name, m in models.items()}
+    delta_seconds = {name: [0.0] for name in models}
+    for name, m in models.items():
+        time_delta_runs(m, delta_seconds[name])
+    optimizer_class, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(
+        training_args
+    )  # the Trainer's (fused AdamW)
+    optimizers = {name: optimizer_class(m.parameters(), **optimizer_kwargs) for name, m in models.items()}
     rows = list(range(len(data["train"])))
     rng = random.Random(0)
     times = {name: [] for name in models}
+    delta_times = {name: [] for name in models}
     losses = {name: [] for name in models}
     for round_ in range(rounds + 1):  # round 0 warms up
         batch = collator([data["train"][i] for i in rng.sample(rows, training_args.per_device_train_batch_size)])
         for name in ("soft", "discrete") if round_ % 2 else ("discrete", "soft"):
             models[name].train()
-            seconds, loss = timed(lambda name=name: train_step(models[name], optimizers[name], batch, seed=round_))
+            delta_seconds[name][0] = 0.0
+            seconds, loss = timed(lambda m=models[name], o=optimizers[name], b=batch, r=round_: train_step(m, o, b, r))
             if round_:
                 times[name].append(seconds)
+                delta_times[name].append(delta_seconds[name][0])
                 losses[name].append(loss)
     if losses["soft"] != losses["discrete"]:
         raise AssertionError(f"the two paths' losses differ: {losses}")
@@ -100,6 +128,9 @@ def bench_train_step(model, training_args, data, collator, rounds: int) -> tuple
         "soft_s": soft,
         "discrete_s": discrete,
         "speedup": soft / discrete,
+        "delta_soft_s": statistics.median(delta_times["soft"]),
+        "delta_discrete_s": statistics.median(delta_times["discrete"]),
+        "delta_speedup": statistics.median(delta_times["soft"]) / statistics.median(delta_times["discrete"]),
         "soft_all_s": times["soft"],
         "discrete_all_s": times["discrete"],
         "losses_equal": True,
