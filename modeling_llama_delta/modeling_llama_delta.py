@@ -329,7 +329,10 @@ def sample_categorical(values: Tensor, samples: int) -> tuple[Tensor, Tensor]:
 def sample_program(selection: Tensor, samples: int) -> tuple[Tensor, Tensor]:
     """One library program per sampled parse, drawn from the selection (B, P) as the parse is: program (B·S,)
     (example-major) and its log-probability (B, S), which joins the parse's log q (score-function gradient)."""
-    picks = torch.multinomial(selection.detach(), samples, replacement=True)  # (B, S)
+    if selection.shape[1] == 1:  # one program: nothing to draw (and the parse draws' random stream is unchanged)
+        picks = selection.new_zeros(selection.shape[0], samples, dtype=torch.long)  # (B, S)
+    else:
+        picks = torch.multinomial(selection.detach(), samples, replacement=True)  # (B, S)
     return picks.flatten(), _log(selection.gather(1, picks))
 
 
