@@ -1,6 +1,7 @@
 """Δ's discrete path (`modeling_llama_delta/discrete.py`) against the soft machine, side by side in one process.
 
-    OMP_NUM_THREADS=2 python bench/bench_discrete.py            # writes bench/results_discrete.json (~5-10 min)
+    OMP_NUM_THREADS=2 python bench/bench_discrete.py            # writes bench/results_discrete.json (13 min*)
+    OMP_NUM_THREADS=1 python bench/bench_discrete.py --out bench/results_discrete_1thread.json
     python bench/bench_discrete.py --quick                      # smoke configuration, no JSON
 
 Rows (issue 13, part 3):
@@ -18,6 +19,7 @@ Rows (issue 13, part 3):
   the whole library, against every example running `sort`, per example-step (a fixed number of steps, no early
   exit); and the soft machine for the same pair (B = 32): it runs every program on every example.
 Times are medians over rounds, each round timing the paths in turn (the VM's speed drifts between spells).
+(*) on the 2-core VM shared with three other jobs; most of it is the soft path's rows.
 """
 
 from __future__ import annotations
@@ -60,6 +62,14 @@ def default_sort_run(quick: bool):
     torch.manual_seed(training_args.seed)
     model = build_delta_model(None, **settings.delta_config)
     return args, training_args, tokenizer, data, settings, model
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [
+        line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+    ]
+    return names[0] if names else platform.processor()
 
 
 def timed(fn) -> tuple[float, object]:
@@ -238,13 +248,14 @@ def main(argv=None) -> int:
     collator = DeltaCollator(tokenizer, settings.delta_config["delta_answer_length"])
     set_delta_max_steps(model, max(settings.max_steps[name] for name in train_sft.IN_DISTRIBUTION if name in data))
     results = {
-        "command": "OMP_NUM_THREADS=2 python bench/bench_discrete.py" + (" --quick" if args.quick else ""),
+        "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} python bench/bench_discrete.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": {
             "threads": torch.get_num_threads(),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
             "torch": torch.__version__,
             "machine": platform.machine(),
-            "processor": platform.processor(),
+            "cpu": cpu_model(),
             "cpu_count": os.cpu_count(),
             "seed": training_args.seed,
             "quick": args.quick,
