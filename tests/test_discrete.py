@@ -208,3 +208,7 @@ def test_a_trace_or_a_soft_parse_runs_the_soft_machine():
         plain = model(input_ids=input_ids)
     assert traced.delta_trace is not None and len(calls) == 1  # the traced run was soft, the plain one discrete
     assert torch.equal(traced.answer_logits, plain.answer_logits)
+    cells = F.one_hot(torch.tensor([[3, 1, 2, 0, 0]]), 32).float()
+    program, registers = torch.tensor([0]), cells.new_zeros(1, 0, 32)
+    assert model.delta_head._run_discrete((cells, registers), program).memory.argmax(-1)[0, :3].tolist() == [1, 2, 3]
+    assert model.delta_head._run_discrete((cells * 0.9 + 0.1 / 32, registers), program) is None  # not one-hot: soft
