@@ -73,17 +73,28 @@ def _check_compatible(programs: Sequence[Program]) -> tuple[int, int]:
     return n, r
 
 
-def compile_programs(programs: Program | Sequence[Program], dtype: torch.dtype = torch.float32) -> Tensor:
-    """One-hot ROM of one or several programs: (P, n, F), exactly n lines each (lines past a program are halt)."""
+def compile_fields(programs: Program | Sequence[Program]) -> Tensor:
+    """Integer ROM of one or several programs: (P, n, 5) long, the `FIELDS` (op index, a, b, d, imm) of every line.
+
+    Lines past a program are `halt` with every field 0 (the zero row). `compile_programs` one-hot encodes it;
+    the discrete machine (`discrete.py`) runs it as it is.
+    """
     if isinstance(programs, Program):
         programs = [programs]
-    n, r = _check_compatible(programs)
-    layout = RomLayout(n, r)
-    # Integer field values per line: (P, n, 5); the default row (zeros) is `halt` with every field 0.
+    n, _ = _check_compatible(programs)
     codes = torch.zeros(len(programs), n, len(FIELDS), dtype=torch.long)
     for p, program in enumerate(programs):
         for line, ins in enumerate(program.instructions):
             codes[p, line] = torch.tensor([OPCODES.index(ins.op), ins.a, ins.b, ins.d, ins.imm])
+    return codes
+
+
+def compile_programs(programs: Program | Sequence[Program], dtype: torch.dtype = torch.float32) -> Tensor:
+    """One-hot ROM of one or several programs: (P, n, F), exactly n lines each (lines past a program are halt)."""
+    if isinstance(programs, Program):
+        programs = [programs]
+    codes = compile_fields(programs)  # (P, n, 5)
+    layout = RomLayout(*_check_compatible(programs))
     onehots = [torch.nn.functional.one_hot(codes[..., f], size) for f, size in enumerate(layout.sizes)]
     return torch.cat(onehots, dim=-1).to(dtype)  # (P, n, F)
 

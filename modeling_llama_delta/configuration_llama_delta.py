@@ -63,10 +63,11 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_straight_through (`bool`): run Δ on the arg-max (one-hot, hence exact) parse and pass gradients to
         the soft parse straight through; off: Δ runs on the soft parse itself (the paper).
     delta_parse_samples (`int`): 0: Δ runs on the parse itself (the paper, or straight-through). `S >= 2`: in
-        training Δ runs exactly on `S` one-hot parses sampled from the head's distributions per example, and the
-        head learns from the score-function (REINFORCE) gradient with a leave-one-out baseline; the selection
-        keeps its exact gradient; in evaluation Δ runs the arg-max parse. For long programs, where Δ's soft run
-        is unstable (a 1e-5 parse uncertainty grows into a wrong sort over ~250 steps: experiments/README.md).
+        training Δ runs exactly on `S` one-hot parses sampled from the head's distributions per example, each
+        with one library program sampled from the selection, and the head learns from the score-function
+        (REINFORCE) gradient with a leave-one-out baseline; in evaluation Δ runs the arg-max parse and program.
+        These runs take the integer interpreter (`discrete.py`). For long programs, where Δ's soft run is
+        unstable (a 1e-5 parse uncertainty grows into a wrong sort over ~250 steps: experiments/README.md).
     delta_checkpoint_steps (`int`): gradient checkpointing over blocks of this many Δ steps (0: off).
     """
 

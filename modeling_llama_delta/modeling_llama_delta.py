@@ -18,8 +18,9 @@ from transformers.utils import ModelOutput
 
 from .compiler import compile_library
 from .configuration_llama_delta import LlamaDeltaConfig
-from .machine import DeltaMachine, DeltaTrace
-from .parsing import DeltaParser, SlotParser, build_parser, token_value_table
+from .discrete import DiscreteMachine, one_hot_values
+from .machine import DeltaMachine, DeltaState, DeltaTrace
+from .parsing import DeltaParser, SlotParser, build_parser, log_probability, token_value_table
 
 # Floor added to answer probabilities before the log: keeps the loss finite and its gradient bounded
 # (<= 1/eps) where Δ gives the right answer almost no mass.
@@ -57,6 +58,12 @@ class DeltaComputerHead(nn.Module):
         self.config = config
         self.parser = build_parser(config)
         self.machine = build_machine(config)
+        # Parses that pick one program (`delta_parse_samples`) and are exactly one-hot run on the integer interpreter
+        # (`discrete.py`): no gradient flows through those runs, and it computes the same final state. False runs
+        # them on the soft machine (the reference path, and the benchmarks' baseline).
+        self.discrete_runs = True
+        self._discrete: DiscreteMachine | None = None
+        self._discrete_programs: list | None = None  # the machine's program list `_discrete` was built from
 
     def forward(
         self,
@@ -73,28 +80,66 @@ class DeltaComputerHead(nn.Module):
         config = self.config
         parsed = self.parser(hidden, attention_mask, input_ids)
         cells, registers, selection = parsed.cells, parsed.registers, parsed.selection
-        inputs, run_selection, log_q = (cells, registers), selection, None
+        inputs, log_q = (cells, registers), None
+        program = None  # (B[·S],) the one program each run executes, where the parse picks it
         samples = config.delta_parse_samples
         if config.delta_straight_through:
             inputs = tuple(straight_through_one_hot(values) for values in inputs)
         elif samples and self.training:
             inputs, log_q = self.parser.sample(parsed, samples)  # (B·S, ., n) one-hot each, (B, S)
-            run_selection = selection.repeat_interleave(samples, dim=0)  # (B·S, P)
+            program, log_q_program = sample_program(selection, samples)  # (B·S,), (B, S)
+            log_q = log_q + log_q_program
         elif samples:
-            inputs = self.parser.greedy(parsed)
-        state = self.machine.start_state(
-            memory=inputs[0] if cells.shape[1] else None,
-            registers=inputs[1] if registers.shape[1] else None,
-            batch_size=run_selection.shape[0],
-        )
-        run = self.machine(state, selection=run_selection, return_trace=return_trace)
-        source = run.state.registers if config.delta_answer_source == "registers" else run.state.memory
+            inputs, program = self.parser.greedy(parsed), selection.argmax(-1)  # (B,)
+        final, trace = None, None
+        if program is not None and self.discrete_runs and not return_trace:
+            final = self._run_discrete(inputs, program)
+        if final is None:
+            run_selection = selection if program is None else F.one_hot(program, selection.shape[1]).to(selection)
+            state = self.machine.start_state(
+                memory=inputs[0] if cells.shape[1] else None,
+                registers=inputs[1] if registers.shape[1] else None,
+                batch_size=run_selection.shape[0],
+            )
+            run = self.machine(state, selection=run_selection, return_trace=return_trace)
+            final, trace = run.state, run.trace
+        source = final.registers if config.delta_answer_source == "registers" else final.memory
         answer = source[:, : config.delta_answer_length]  # (B[·S], K, n) probabilities
-        halted = run.state.halted
+        halted = final.halted
         if log_q is not None:
             answer = answer.view(-1, samples, *answer.shape[1:])  # (B, S, K, n)
             halted = halted.view(-1, samples).mean(1)  # (B,)
-        return answer, selection, halted, cells, registers, run.trace, log_q
+        return answer, selection, halted, cells, registers, trace, log_q
+
+    def discrete_machine(self) -> DiscreteMachine:
+        """The integer interpreter of the machine's programs (built once; again only if the programs change)."""
+        machine = self.machine
+        if self._discrete is None or self._discrete_programs is not machine.programs:
+            self._discrete = DiscreteMachine(machine.programs, machine.memory_size)
+            self._discrete_programs = machine.programs
+        return self._discrete
+
+    def _run_discrete(self, inputs: tuple[Tensor, Tensor], program: Tensor) -> DeltaState | None:
+        """Δ's final state (one-hot, batch (B,)) for exactly one-hot parses `inputs` ((B, C, n), (B, Rin, n)) and each
+        example's program (B,), run on the integer interpreter; None where a parse is not exactly one-hot or a
+        gradient flows through it (the soft machine then runs it)."""
+        values = [one_hot_values(t) if t.shape[1] else None for t in inputs]  # (B, C), (B, Rin) or None
+        if any(v is None and t.shape[1] for v, t in zip(values, inputs, strict=True)):
+            return None
+        discrete = self.discrete_machine()
+        start = discrete.start_state(program, memory=values[0], registers=values[1])
+        final, _ = discrete.run(start, max_steps=self.machine.max_steps)
+        return final.one_hot(discrete.n, dtype=inputs[0].dtype)
+
+
+def sample_program(selection: Tensor, samples: int) -> tuple[Tensor, Tensor]:
+    """One library program per sampled parse, drawn from the selection (B, P) as the parse is: program (B·S,)
+    (example-major) and its log-probability (B, S), which joins the parse's log q (score-function gradient)."""
+    if selection.shape[1] == 1:  # one program: nothing to draw (and the parse draws' random stream is unchanged)
+        picks = selection.new_zeros(selection.shape[0], samples, dtype=torch.long)  # (B, S)
+    else:
+        picks = torch.multinomial(selection.detach(), samples, replacement=True)  # (B, S)
+    return picks.flatten(), log_probability(selection.gather(1, picks))
 
 
 def straight_through_one_hot(probabilities: Tensor) -> Tensor:

@@ -212,7 +212,9 @@ class TokenParser(DeltaParser):
         listed = parsed.gates > 0  # (B, E): padding and elements no token spells stay off
         gates = (EXPLORATION + (1 - 2 * EXPLORATION) * parsed.gates) * listed  # (B, E)
         emitted = torch.bernoulli(gates.detach()[:, None].expand(b, samples, -1))  # (B, S, E)
-        log_q = log_q + (emitted * _log(gates[:, None]) + (1 - emitted) * _log(1 - gates[:, None])).sum(-1)
+        log_q = log_q + (
+            emitted * log_probability(gates[:, None]) + (1 - emitted) * log_probability(1 - gates[:, None])
+        ).sum(-1)
         values, log_q_values = sample_categorical(parsed.elements, samples)  # (B, S, E, n); a copied value: log q 0
         log_q = log_q + log_q_values
         cells = compact_elements(emitted.flatten(0, 1), values.flatten(0, 1), c)  # (B·S, C, n): exact on 0/1 gates
@@ -322,10 +324,10 @@ def sample_categorical(values: Tensor, samples: int) -> tuple[Tensor, Tensor]:
     picks = torch.multinomial(values.detach().reshape(b * x, n), samples, replacement=True)  # (B·X, S)
     picks = picks.view(b, x, samples).transpose(1, 2)  # (B, S, X)
     chosen = values[:, None].expand(b, samples, x, n).gather(-1, picks[..., None])[..., 0]  # (B, S, X)
-    return F.one_hot(picks, n).to(values), _log(chosen).sum(-1)
+    return F.one_hot(picks, n).to(values), log_probability(chosen).sum(-1)
 
 
-def _log(probabilities: Tensor) -> Tensor:
+def log_probability(probabilities: Tensor) -> Tensor:
     return torch.log(probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny))
 
 

@@ -25,6 +25,7 @@ REMOTE_CODE_FILES = {
     "circuits.py",
     "compiler.py",
     "configuration_llama_delta.py",
+    "discrete.py",
     "library.py",
     "machine.py",
     "modeling_llama_delta.py",
