@@ -122,24 +122,25 @@ class SequenceConfig(AlgorithmicConfig):
         return (10**length - low) ** 2
 
 
-def digits_lsb_first(value: int, count: int) -> list[int]:
-    return [(value // 10**i) % 10 for i in range(count)]
+def code_points(text: str) -> list[int]:
+    """A sequence as Δ holds it (the library's calling convention): its characters' code points."""
+    return [ord(c) for c in text]
 
 
 def sequence_example(config: SequenceConfig, index: int, length: int, template: str) -> dict:
-    """The example for input number `index` (of `config.space(length)`) of `length`."""
+    """The example for input number `index` (of `config.space(length)`) of `length`. Every input is a sequence in
+    memory from m[0], as code points, zero-terminated (addition: A's digits, then B's, each terminated)."""
     task, sep, program = config.task, config.separator, SOLVING_PROGRAM[config.task]
     if task in STRING_TASKS:
         alphabet = config.alphabet
         chars = [alphabet[(index // len(alphabet) ** i) % len(alphabet)] for i in range(length)]
         out = sorted(chars) if task == "sort" else chars[::-1]
-        codes = [ord(c) for c in chars]
         return make_example(
             template.format(s=sep.join(chars)),
             sep.join(out),
-            [ord(c) for c in out],
+            code_points("".join(out)),
             program,
-            codes + [0],  # zero-terminated
+            code_points("".join(chars)) + [0],
             [],
             "memory",
             0,
@@ -147,26 +148,25 @@ def sequence_example(config: SequenceConfig, index: int, length: int, template: 
             length=length,
         )
     if task == "parity":
-        bits = [(index >> (length - 1 - i)) & 1 for i in range(length)]
-        parity = sum(bits) % 2
-        s = sep.join(map(str, bits))
+        bits = "".join(str((index >> (length - 1 - i)) & 1) for i in range(length))
+        parity = bits.count("1") % 2
         return make_example(
-            template.format(s=s), str(parity), [parity], program, bits, [length], "register", 0, task, length=length
-        )
+            template.format(s=sep.join(bits)), str(parity), [parity], program, code_points(bits) + [0], [],
+            "register", 0, task, length=length,
+        )  # fmt: skip
     low = 0 if length == 1 else 10 ** (length - 1)
     a, b = divmod(index, 10**length - low)
     a, b = a + low, b + low
-    total = digits_lsb_first(a + b, length + 1)
     text = {"a": sep.join(str(a)), "b": sep.join(str(b))}
     return make_example(
         template.format(**text),
         sep.join(str(a + b)),
-        total,
+        code_points(str(a + b).zfill(length + 1)),  # add_digits writes L+1 digits, the carry first, from m[0]
         program,
-        digits_lsb_first(a, length) + digits_lsb_first(b, length),
-        [length],
+        code_points(str(a)) + [0] + code_points(str(b)) + [0],
+        [],
         "memory",
-        0,  # the library's add_digits writes the sum over A, from m[0]
+        0,
         task,
         length=length,
     )
@@ -197,7 +197,7 @@ class SequenceBuilder(AlgorithmicBuilder):
     GENERATOR = (
         generate,
         sequence_example,
-        digits_lsb_first,
+        code_points,
         SequenceConfig.space,
         TEMPLATES,
         SOLVING_PROGRAM,
@@ -219,9 +219,10 @@ class SortBuilder(SequenceBuilder):
 
 
 class NeuralComprehensionBuilder(SequenceBuilder):
-    """The Neural Comprehension (CoNN) comparison tasks: `parity` (bits at m[0..L-1], r0 = L; answer r0),
-    `reverse` (zero-terminated string from m[0]; answer m[0..L-1]) and `addition` (r0 = L digits per
-    operand, A then B least-significant first from m[0]; answer: L+1 digits at m[0..L], written over A)."""
+    """The Neural Comprehension (CoNN) comparison tasks: `parity` (the bits as characters '0'/'1', zero-terminated
+    from m[0]; answer r0), `reverse` (zero-terminated string from m[0]; answer m[0..L-1]) and `addition` (A's
+    digit characters, most significant first, zero-terminated from m[0], then B's; answer: the L+1 digit
+    characters of A + B at m[0..L], the carry first)."""
 
     BUILDER_CONFIGS = [
         SequenceConfig(

@@ -208,14 +208,14 @@ def test_answers_equal_plain_python_from_the_question(task):
         elif task == "parity":
             bits = parse(question, sequences.TEMPLATES["parity"])["s"]
             expected = [bits.count("1") % 2]
-            assert memory == [int(b) for b in bits] and registers == [len(bits)] and answer == str(expected[0])
+            assert memory == [ord(b) for b in bits] + [0] and registers == [] and answer == str(expected[0])
         else:
             fields = parse(question, sequences.TEMPLATES["addition"])
             a, b = fields["a"], fields["b"]
             assert len(a) == len(b) == row["length"] and (len(a) == 1 or a[0] != "0" and b[0] != "0")
             total = int(a) + int(b)
-            expected = [int(d) for d in str(total).zfill(len(a) + 1)[::-1]]
-            assert memory == [int(d) for d in a[::-1] + b[::-1]] and registers == [len(a)] and answer == str(total)
+            expected = [ord(d) for d in str(total).zfill(len(a) + 1)]
+            assert memory == [ord(d) for d in a + "\0" + b + "\0"] and registers == [] and answer == str(total)
         assert ids == expected, row
 
 
@@ -229,7 +229,7 @@ def test_answers_equal_plain_python_from_the_question(task):
         ("sort", {"separator": "a"}, r"separator = 'a' is not allowed"),
         ("reverse", {"alphabet": "aa"}, r"repeats a character"),
         ("parity", {"lengths": (3,), "examples_per_length": 100}, r"more than the 8 distinct parity inputs"),
-        ("addition", {"n": 16}, r"needs word size n >= 20"),
+        ("addition", {"n": 32}, r"needs word size n >= 58"),
         ("arithmetic", {"operations": ("add", "pow")}, r"operations item = 'pow' is not allowed"),
         ("arithmetic", {"n": 8}, r"size = 45151 is not allowed: an integer 1\.\.4\d\d"),
         ("arithmetic", {"train_fraction": 0.8, "validation_fraction": 0.2}, r"leave no test split"),

@@ -182,7 +182,8 @@ def test_library_check_detects_a_change():
 
 def test_answer_text_and_table():
     assert parse_answer_text(" abc", "string", 3) == [97, 98, 99]
-    assert parse_answer_text("1234", "digits", 5) == [4, 3, 2, 1, 0]
+    assert parse_answer_text("1234", "digits", 5) == [48, 49, 50, 51, 52]  # zero-padded to the L+1 digits
+    assert parse_answer_text("123", "digits", 2) == []
     assert parse_answer_text("12 x", "integers", 1) == [12] and parse_answer_text("none", "digits", 2) == []
     table = results_table(
         {"delta": {"test": {"exact_match": 0.5, "element_accuracy": 0.75, "num_examples": 4}}, "text_sft": {}}
