@@ -15,14 +15,15 @@ Parquet export. Depends on `modeling_llama_delta` (the library's accounts, the r
 
 from .arithmetic import ArithmeticBuilder, ArithmeticConfig
 from .card import dataset_card
-from .common import FEATURES, AlgorithmicBuilder, AlgorithmicConfig, generator_hash, read_answer
+from .common import FEATURES, HELDOUT_SPLIT, AlgorithmicBuilder, AlgorithmicConfig, generator_hash, read_answer
 from .fibonacci import FibonacciBuilder, FibonacciConfig
 from .parquet import export_dataset
 from .registry import TASKS, get_builder, load_task
-from .sequences import NeuralComprehensionBuilder, SequenceConfig, SortBuilder
+from .sequences import NeuralComprehensionBuilder, SequenceConfig, SortBuilder, StringQuestionBuilder
 
 __all__ = [
     "FEATURES",
+    "HELDOUT_SPLIT",
     "TASKS",
     "AlgorithmicBuilder",
     "AlgorithmicConfig",
@@ -33,6 +34,7 @@ __all__ = [
     "NeuralComprehensionBuilder",
     "SequenceConfig",
     "SortBuilder",
+    "StringQuestionBuilder",
     "dataset_card",
     "export_dataset",
     "generator_hash",
