@@ -9,6 +9,7 @@ Parquet export. Depends on `modeling_llama_delta` (the library's accounts, the r
 |---|---|
 | `common` | the column schema, the base config, seeded sampling, leakage-free splits, the cache key |
 | `arithmetic`, `fibonacci`, `sequences` | the task families: how problems are drawn and phrased |
+| `mixture` | `all`: every task the one model serves, in one dataset with a `task` column |
 | `registry` | task name -> builder: `TASKS`, `get_builder`, `load_task` |
 | `card`, `parquet` | the dataset card and the Parquet export (`export_dataset`, optionally pushed to the Hub) |
 """
@@ -17,6 +18,7 @@ from .arithmetic import ArithmeticBuilder, ArithmeticConfig
 from .card import dataset_card
 from .common import FEATURES, HELDOUT_SPLIT, AlgorithmicBuilder, AlgorithmicConfig, generator_hash, read_answer
 from .fibonacci import FibonacciBuilder, FibonacciConfig
+from .mixture import MIXTURE_TASKS, MixtureBuilder, MixtureConfig
 from .parquet import export_dataset
 from .registry import TASKS, get_builder, load_task
 from .sequences import NeuralComprehensionBuilder, SequenceConfig, SortBuilder, StringQuestionBuilder
@@ -24,6 +26,7 @@ from .sequences import NeuralComprehensionBuilder, SequenceConfig, SortBuilder, 
 __all__ = [
     "FEATURES",
     "HELDOUT_SPLIT",
+    "MIXTURE_TASKS",
     "TASKS",
     "AlgorithmicBuilder",
     "AlgorithmicConfig",
@@ -31,6 +34,8 @@ __all__ = [
     "ArithmeticConfig",
     "FibonacciBuilder",
     "FibonacciConfig",
+    "MixtureBuilder",
+    "MixtureConfig",
     "NeuralComprehensionBuilder",
     "SequenceConfig",
     "SortBuilder",

@@ -5,8 +5,8 @@
     ds["train"][0]["question"]  # 'Sort the string "drslxjlq"'
 
 Tasks (config names): arithmetic, fibonacci, fibonacci_minimal, fibonacci_linear, sort, sort_spaced, count, strlen,
-parity, reverse, addition. Keyword overrides are config fields (see each family's config class); bad values fail
-at once.
+parity, reverse, addition, and `all` (their mixture, `mixture.MixtureBuilder`). Keyword overrides are config fields
+(see each family's config class); bad values fail at once.
 The builders are importable `datasets.GeneratorBasedBuilder` classes, so
 `SortBuilder(config_name="sort", cache_dir=...)` works too.
 """
@@ -20,6 +20,7 @@ import datasets
 from .arithmetic import ArithmeticBuilder
 from .common import AlgorithmicBuilder
 from .fibonacci import FibonacciBuilder
+from .mixture import MixtureBuilder
 from .sequences import NeuralComprehensionBuilder, SortBuilder, StringQuestionBuilder
 
 # task name -> the builder that makes it (the task name is also the builder's config name).
@@ -35,6 +36,7 @@ TASKS: dict[str, type[AlgorithmicBuilder]] = {
     "parity": NeuralComprehensionBuilder,
     "reverse": NeuralComprehensionBuilder,
     "addition": NeuralComprehensionBuilder,
+    "all": MixtureBuilder,  # every task above that the one model serves, mixed
 }
 
 

@@ -22,6 +22,7 @@ from huggingface_hub import DatasetCard
 
 from data_builders import (
     HELDOUT_SPLIT,
+    MIXTURE_TASKS,
     TASKS,
     arithmetic,
     export_dataset,
@@ -51,8 +52,9 @@ SMALL = {
     "parity": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied", **HELDOUT},
     "reverse": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied", **HELDOUT},
     "addition": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied", **HELDOUT},
+    "all": {"examples_per_task": 120, "ood_examples": 10, "heldout_phrasing_size": 20},
 }
-TEXT_TASKS = [task for task in sorted(TASKS) if task != "fibonacci_minimal"]  # questions in words
+TEXT_TASKS = [task for task in sorted(TASKS) if task not in ("fibonacci_minimal", "all")]  # one task, in words
 SPLITS = {}  # task -> make_splits() of its SMALL settings, shared by the tests that only read it
 
 
@@ -103,8 +105,8 @@ def test_no_question_or_problem_in_two_splits(task):
     phrasings ask test problems only, in questions no other split holds."""
     splits = splits_of(task)
     assert {"train", "validation", "test"} <= set(splits)
-    assert any(s.startswith("ood_") for s in splits) == (task != "arithmetic")  # one-step: no length or depth
-    assert all(row["task"] == task for rows in splits.values() for row in rows)
+    assert any("ood_" in s for s in splits) == (task != "arithmetic")  # one-step: no length or depth
+    assert all(row["task"] in (task if task != "all" else MIXTURE_TASKS) for rows in splits.values() for row in rows)
     seen_question: dict[str, str] = {}
     seen_input: dict[tuple, str] = {}
     for split, rows in splits.items():
@@ -259,7 +261,8 @@ def test_answers_equal_reference_run_on_the_parsed_question(task):
             assert row["answer"] == str(result.registers[0])
         else:
             text = "".join(chr(v) for v in row["answer_ids"])
-            assert row["answer"].replace(" ", "") == (text.lstrip("0") or "0" if task == "addition" else text)
+            answer = row["answer"].replace(" ", "") if row["task"] == "sort_spaced" else row["answer"]
+            assert answer == (text.lstrip("0") or "0" if row["task"] == "addition" else text)
 
 
 def test_answers_equal_plain_python():
@@ -292,7 +295,35 @@ def test_answers_equal_plain_python():
                     "strlen": str(len(text)),
                     "parity": str(text.count("1") % 2),
                 }["sort" if task.startswith("sort") else task]
-            assert row["answer"].replace(" ", "") == str(expected), row
+            answer = row["answer"].replace(" ", "") if task == "sort_spaced" else row["answer"]
+            assert answer == str(expected), row
+
+
+def test_mixture_holds_every_task_as_its_own_builder_makes_it():
+    """`all`: each shared split holds every task (and only the rows that task's builder makes for it, with the
+    mixture's settings); each task's held-out lengths or depths are its own splits, at 2x and 4x its longest."""
+    splits = splits_of("all")
+    config = get_builder("all", **SMALL["all"]).config
+    assert set(config.tasks) == set(MIXTURE_TASKS) >= {"arithmetic", "fibonacci_linear", "count", "strlen", "addition"}
+    for task in config.tasks:
+        own = TASKS[task](config_name=task, **config.task_overrides(task)).make_splits()
+        for name in ("train", "validation", "test", HELDOUT_SPLIT):
+            assert [row for row in splits[name] if row["task"] == task] == own[name], (task, name)
+        ood = {name.removeprefix(f"{task}_"): rows for name, rows in splits.items() if name.startswith(f"{task}_ood_")}
+        assert ood == {name: rows for name, rows in own.items() if name.startswith("ood_")}, task
+        sizes = [row["length"] if row["depth"] < 0 else row["depth"] for row in own["train"]]
+        if task != "arithmetic":
+            held_out = sorted(
+                {row["length"] if row["depth"] < 0 else row["depth"] for rows in ood.values() for row in rows}
+            )
+            assert held_out == [2 * max(sizes), 4 * max(sizes)], task
+    assert sum(map(len, splits.values())) == sum(
+        len(rows)
+        for task in config.tasks
+        for rows in TASKS[task](config_name=task, **config.task_overrides(task)).make_splits().values()
+    )
+    with pytest.raises(ValueError, match="tasks item = 'fibonacci' is not allowed"):
+        get_builder("all", tasks=("sort", "fibonacci"))
 
 
 @pytest.mark.parametrize(
@@ -369,7 +400,7 @@ def test_cache_key_follows_generating_code_and_settings_not_file_names_or_card_t
     replace(moved / "card.py", "Synthetic data for augmenting Llama", "Generated data for augmenting Llama")
     replace(moved / "string_tasks.py", '"""Character-level sorting,', '"""Sorting the characters of a string,')
     edited = copy("edited_builders")
-    replace(edited / "sequences.py", """'Sort the string "{s}"',""", """'Sort this string "{s}"',""")
+    replace(edited / "sequences.py", '"Sort the string {s}",', '"Sort this string {s}",')
     script = (
         "import moved_builders, edited_builders; "
         "print(moved_builders.get_builder('sort').hash, edited_builders.get_builder('sort').hash)"

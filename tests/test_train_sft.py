@@ -15,7 +15,7 @@ from llama_delta import sft
 from llama_delta.collator import DeltaCollator
 from llama_delta.report import results_table
 from llama_delta.rom_check import assert_library_unchanged, library_snapshot
-from llama_delta.task_settings import delta_settings, elements_per_token, load_task_data
+from llama_delta.task_settings import delta_settings, elements_per_token, input_spans, load_task_data
 from llama_delta.text_baseline import parse_answer_text
 from llama_delta.tokenizer import load_llama3_tokenizer
 from modeling_llama_delta import LlamaDeltaForAlgorithmicQA
@@ -157,6 +157,21 @@ def test_sort_settings_fit_every_split(tmp_path):
     assert elements_per_token(datasets.concatenate_datasets(list(data.values())), tokenizer) == most >= 2
     spaced = load_task_data("sort_spaced", cache_dir=str(tmp_path), lengths=[5], ood_lengths=[], dataset_size=30)
     assert elements_per_token(spaced["train"], tokenizer) == 1
+
+
+def test_input_spans_find_the_input_however_it_is_quoted():
+    """`elements_per_token` and the separators read the input where the question writes it, from the row's memory:
+    in either quote or none, spaced out (sort_spaced), with spaces of its own, or as two numerals (addition)."""
+    string = [ord(c) for c in "ab cab"] + [0]
+    for question, span in [
+        ('Sort the string "ab cab"', (17, 23)),
+        ("sort 'ab cab', please", (6, 12)),
+        ("Reverse the string a b   c a b", (19, 30)),
+    ]:
+        assert input_spans(question, string) == [span], question
+    assert input_spans("How long is abc in alphabet?", [97, 98, 99, 0]) == [(12, 15)]  # not the "ab" of "alphabet"
+    numerals = [ord(c) for c in "12"] + [0] + [ord(c) for c in "312"] + [0]
+    assert input_spans("Add 12 and 312.", numerals) == [(4, 6), (11, 14)]
 
 
 def test_collator_pads_labels():
