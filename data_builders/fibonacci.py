@@ -122,10 +122,11 @@ class FibonacciBuilder(AlgorithmicBuilder):
         def example(pair: int, depth: int) -> tuple[dict, str]:
             x0, x1 = divmod(pair, n)
             answer = fibonacci(x0, x1, depth, n)
+            question = ask(TEMPLATES, x0, x1, depth, varied)
+            registers = [x0, x1, depth]
             row = make_example(
-                ask(TEMPLATES, x0, x1, depth, varied), str(answer), [answer], config.program, [], [x0, x1, depth],
-                "register", 0, "fib", depth=depth,
-            )  # fmt: skip
+                question, str(answer), [answer], config.program, [], registers, "register", 0, "fib", depth=depth
+            )
             return row, ask(HELDOUT_TEMPLATES, x0, x1, depth, True)
 
         items = []

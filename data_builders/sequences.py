@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import string
+from typing import NamedTuple
 
 from modeling_llama_delta.library import minimum_machine
 
@@ -111,16 +112,25 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 HELDOUT_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "sort": ("Order the symbols of {s} from lowest to highest.", "Rearrange {s} so its letters ascend.",
-             "Lexicographically sorted version of {s}?"),
+    "sort": (
+        "Order the symbols of {s} from lowest to highest.",
+        "Rearrange {s} so its letters ascend.",
+        "Lexicographically sorted version of {s}?",
+    ),
     "reverse": ("Mirror the text {s}.", "Give the characters of {s} last-to-first.", "Backwards spelling of {s}?"),
-    "count": ("Occurrences of {c} within {s}?", "Tally the {c} symbols found in {s}.",
-              "Within {s}, what is the frequency of {c}?"),
+    "count": (
+        "Occurrences of {c} within {s}?",
+        "Tally the {c} symbols found in {s}.",
+        "Within {s}, what is the frequency of {c}?",
+    ),
     "strlen": ("Character count of {s}?", "Measure the size of {s} in characters.", "{s} has what length?"),
-    "parity": ("Odd or even count of ones in {s}? Answer 1 or 0.", "Bitwise XOR reduction of {s}?",
-               "Report the parity bit for {s}."),
+    "parity": (
+        "Odd or even count of ones in {s}? Answer 1 or 0.",
+        "Bitwise XOR reduction of {s}?",
+        "Report the parity bit for {s}.",
+    ),
     "addition": ("Total of {a} with {b}?", "Combine {a} and {b} by addition.", "Sum up {a} together with {b}."),
-}  # fmt: skip
+}
 
 
 @dataclasses.dataclass
@@ -211,58 +221,58 @@ def code_points(text: str) -> list[int]:
     return [ord(c) for c in text]
 
 
-def sequence_problem(config: SequenceConfig, index: int, length: int) -> dict:
-    """Input number `index` (of `config.space(length)`) of `length`: the question's fields and Δ's row values.
-    Every input is a sequence in memory from m[0], as code points, zero-terminated (addition: A's digits, then
-    B's, each terminated); count's character is a number, in r0."""
+class Problem(NamedTuple):
+    """One input of a sequence task: the question's fields, the answer, and Δ's row values (`memory` as the text
+    whose code points, zero-terminated, Δ holds)."""
+
+    fields: dict
+    answer: str
+    answer_ids: list
+    memory: str
+    registers: list
+    answer_in: str
+
+
+def sequence_problem(config: SequenceConfig, index: int, length: int) -> Problem:
+    """Input number `index` (of `config.space(length)`) of `length`. Every input is a sequence in memory from m[0],
+    as code points, zero-terminated (addition: A's digits, then B's, each terminated); count's character is a
+    number, in r0."""
     task, sep = config.task, config.separator
     if task in STRING_TASKS:
         alphabet = config.alphabet
         index, which = divmod(index, length + 1) if task == "count" else (index, 0)
-        chars = [alphabet[(index // len(alphabet) ** i) % len(alphabet)] for i in range(length)]
-        fields, registers = {"s": sep.join(chars)}, []
-        if task == "count":
+        chars = "".join(alphabet[(index // len(alphabet) ** i) % len(alphabet)] for i in range(length))
+        fields = {"s": sep.join(chars)}
+        if task == "count":  # the character: one of the string's own, or any (`which` = length)
             target = chars[which] if which < length else alphabet[index % len(alphabet)]
-            fields["c"], registers = target, [ord(target)]
-            out = [chars.count(target)]
-        elif task == "strlen":
-            out = [length]
-        else:
-            out = sorted(chars) if task == "sort" else chars[::-1]
-            return dict(
-                fields=fields, answer=sep.join(out), answer_ids=code_points("".join(out)), memory=chars, registers=[],
-                answer_in="memory",
-            )  # fmt: skip
-        return dict(fields=fields, answer=str(out[0]), answer_ids=out, memory=chars, registers=registers,
-                    answer_in="register")  # fmt: skip
+            count = chars.count(target)
+            return Problem(fields | {"c": target}, str(count), [count], chars, [ord(target)], "register")
+        if task == "strlen":
+            return Problem(fields, str(length), [length], chars, [], "register")
+        out = sorted(chars) if task == "sort" else chars[::-1]
+        return Problem(fields, sep.join(out), code_points("".join(out)), chars, [], "memory")
     if task == "parity":
         bits = "".join(str((index >> (length - 1 - i)) & 1) for i in range(length))
         parity = bits.count("1") % 2
-        return dict(fields={"s": sep.join(bits)}, answer=str(parity), answer_ids=[parity], memory=list(bits),
-                    registers=[], answer_in="register")  # fmt: skip
+        return Problem({"s": sep.join(bits)}, str(parity), [parity], bits, [], "register")
     low = 0 if length == 1 else 10 ** (length - 1)
     a, b = divmod(index, 10**length - low)
     a, b = a + low, b + low
-    return dict(
-        fields={"a": sep.join(str(a)), "b": sep.join(str(b))},
-        answer=sep.join(str(a + b)),
-        answer_ids=code_points(str(a + b).zfill(length + 1)),  # add_digits writes L+1 digits, the carry first
-        memory=[*str(a), "\0", *str(b)],
-        registers=[],
-        answer_in="memory",
-    )
+    fields = {"a": sep.join(str(a)), "b": sep.join(str(b))}
+    total = code_points(str(a + b).zfill(length + 1))  # add_digits writes L+1 digits, the carry first
+    return Problem(fields, sep.join(str(a + b)), total, f"{a}\0{b}", [], "memory")
 
 
-def sequence_example(config: SequenceConfig, problem: dict, length: int, question: str) -> dict:
-    """The row of `problem` (from `sequence_problem`) asked as `question`."""
+def sequence_example(config: SequenceConfig, problem: Problem, length: int, question: str) -> dict:
+    """The row of `problem` asked as `question`."""
     return make_example(
         question,
-        problem["answer"],
-        problem["answer_ids"],
+        problem.answer,
+        problem.answer_ids,
         SOLVING_PROGRAM[config.task],
-        code_points("".join(problem["memory"])) + [0],  # zero-terminated
-        problem["registers"],
-        problem["answer_in"],
+        code_points(problem.memory) + [0],  # zero-terminated
+        problem.registers,
+        problem.answer_in,
         0,  # every sequence answer starts at m[0]
         config.task,
         length=length,
@@ -279,9 +289,9 @@ class SequenceBuilder(AlgorithmicBuilder):
         varied = config.phrasing == "varied"
         quoted = ("s", "c")  # addition's numbers are written bare
 
-        def ask(templates: tuple[str, ...], problem: dict, varied: bool) -> str:
+        def ask(templates: tuple[str, ...], problem: Problem, varied: bool) -> str:
             template = words.choice(templates if varied else templates[:1])
-            return phrase(template, problem["fields"], words, varied, quoted)
+            return phrase(template, problem.fields, words, varied, quoted)
 
         def draw(length: int, count: int) -> list[tuple[dict, str]]:
             drawn = []
@@ -307,7 +317,6 @@ class SequenceBuilder(AlgorithmicBuilder):
         sequence_problem,
         sequence_example,
         code_points,
-        phrase,
         SequenceConfig.space,
         TEMPLATES,
         HELDOUT_TEMPLATES,
