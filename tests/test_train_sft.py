@@ -76,6 +76,17 @@ def test_arithmetic_end_to_end(tmp_path):
     assert model.config.delta_programs.keys() == {"add", "sub", "mul", "div", "mod", "min", "max"}
 
 
+def test_count_end_to_end_with_heldout_phrasings(tmp_path):
+    """A task new with the calling convention (the character in r0, the string in memory), evaluated on its
+    held-out phrasings too."""
+    extra = ["--lengths", "3", "--ood_lengths", "4", "--dataset_size", "40", "--ood_size", "8"]
+    report = sft.main(tiny_args(tmp_path, "count", *extra, "--dataset_kwargs", '{"heldout_phrasing_size": 8}'))
+    check_results(report, tmp_path / "run", {"test", "heldout_phrasing", "ood_length_4"})
+    delta = report["delta"]
+    assert delta["programs"] == ["count"] and delta["delta_input_registers"] == 1
+    assert delta["delta_answer_source"] == "registers" and delta["delta_memory_size"] == 5  # length 4 + terminator
+
+
 def test_sort_end_to_end(tmp_path):
     extra = ["--lengths", "3", "--ood_lengths", "4", "--dataset_size", "40", "--ood_size", "16"]
     report = sft.main(tiny_args(tmp_path, "sort", *extra))
