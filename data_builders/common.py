@@ -246,8 +246,8 @@ class AlgorithmicBuilder(datasets.GeneratorBasedBuilder):
     `generate` returns (in-distribution items, out-of-distribution splits). An item is
     (group, stratum, example, heldout_question): `group` identifies the question up to wording (items of one
     group share a split), `stratum` is what the split is stratified by, `heldout_question` asks the same problem
-    in a held-out template (the `heldout_phrasing` split draws from the test items). Out-of-distribution splits
-    are used whole.
+    in a held-out template, or None where questions have no wording (the `heldout_phrasing` split draws from the
+    test items). Out-of-distribution splits are used whole.
     """
 
     BUILDER_CONFIG_CLASS = AlgorithmicConfig
@@ -294,7 +294,9 @@ class AlgorithmicBuilder(datasets.GeneratorBasedBuilder):
             del splits["validation"]  # validation_fraction = 0
         # Test problems in held-out wordings: the same groups as the test split, so no problem leaks into training.
         tests = [
-            (example, heldout) for name, (_, _, example, heldout) in zip(names, items, strict=True) if name == "test"
+            (example, heldout)
+            for name, (_, _, example, heldout) in zip(names, items, strict=True)
+            if name == "test" and heldout is not None  # None: a task without wording (the minimal network's)
         ]
         picked = stream(self.config.seed, HELDOUT_SPLIT).sample(
             range(len(tests)), min(self.config.heldout_phrasing_size, len(tests))

@@ -119,7 +119,7 @@ class FibonacciBuilder(AlgorithmicBuilder):
             fields |= {"additions": "addition" + plural, "steps": "step" + plural, "times": "time" + plural}
             return phrase(words.choice(templates if varied else templates[:1]), fields, words, varied)
 
-        def example(pair: int, depth: int) -> tuple[dict, str]:
+        def example(pair: int, depth: int) -> tuple[dict, str | None]:
             x0, x1 = divmod(pair, n)
             answer = fibonacci(x0, x1, depth, n)
             question = ask(TEMPLATES, x0, x1, depth, varied)
@@ -127,7 +127,7 @@ class FibonacciBuilder(AlgorithmicBuilder):
             row = make_example(
                 question, str(answer), [answer], config.program, [], registers, "register", 0, "fib", depth=depth
             )
-            return row, ask(HELDOUT_TEMPLATES, x0, x1, depth, True)
+            return row, ask(HELDOUT_TEMPLATES, x0, x1, depth, True) if config.text else None
 
         items = []
         for depth in config.depths:

@@ -43,7 +43,7 @@ HELDOUT = {"heldout_phrasing_size": 60}
 SMALL = {
     "arithmetic": {"size": 3000, **HELDOUT},
     "fibonacci": {"examples_per_depth": 150, "ood_examples_per_depth": 40, **HELDOUT},
-    "fibonacci_minimal": {"examples_per_depth": 150, "ood_examples_per_depth": 40},
+    "fibonacci_minimal": {"examples_per_depth": 150, "ood_examples_per_depth": 40, **HELDOUT},  # no wording: none
     "fibonacci_linear": {"examples_per_depth": 150, "ood_examples_per_depth": 40, **HELDOUT},
     "sort": {"examples_per_length": 150, "ood_examples_per_length": 40, **HELDOUT},
     "sort_spaced": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied", **HELDOUT},
@@ -116,6 +116,7 @@ def test_no_question_or_problem_in_two_splits(task):
                 assert seen_input.setdefault(problem_of(row), split) == split, row
     for row in splits.get(HELDOUT_SPLIT, []):
         assert seen_input[problem_of(row)] == "test", row
+    assert (HELDOUT_SPLIT in splits) == (task != "fibonacci_minimal")
 
 
 @pytest.mark.parametrize("task", ["arithmetic", "fibonacci", "sort"])
