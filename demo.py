@@ -33,9 +33,9 @@ CASES = [
     ("reverse", text("differentiable"), [], "string", 14, 'reversed("differentiable")'),
     ("strlen", text("library"), [], "r0", 7, 'len("library")'),
     ("count", text("hello world"), [ord("l")], "r0", 11, '"hello world".count("l")'),
-    ("sum", [5, 17, 42, 99], [4], "r0", 4, "sum mod 128"),
-    ("parity", [1, 0, 1, 1, 0, 1], [6], "r0", 6, "parity of 101101"),
-    ("add_digits", [9, 9, 5, 3, 2, 8], [3], "digits", 3, "599 + 823 (digits least-significant first)"),
+    ("sum", [5, 17, 42, 99, 0], [], "r0", 4, "sum mod 128"),
+    ("parity", text("101101"), [], "r0", 6, 'parity of "101101"'),
+    ("add_digits", text("599") + text("823"), [], "string", 3, "599 + 823 (numerals as characters)"),
 ]
 
 
@@ -46,11 +46,9 @@ class DemoArguments:
     output_dir: str = field(default="outputs/demo", metadata={"help": "where the trace PNG goes"})
 
 
-def show(result_memory: list[int], registers: list[int], where: str, size: int) -> str:
+def show(result_memory: list[int], registers: list[int], where: str) -> str:
     if where == "r0":
         return str(registers[0])
-    if where == "digits":
-        return "".join(str(d) for d in reversed(result_memory[: size + 1]))
     return "".join(chr(c) for c in result_memory[: result_memory.index(0)])
 
 
@@ -70,9 +68,9 @@ def main(args: DemoArguments) -> None:
         run = machine(state, return_trace=name == "sort")
         seconds = time.perf_counter() - start
         values = run.state.values()
-        soft = show(values["memory"][0].tolist(), values["registers"][0].tolist(), where, size)
+        soft = show(values["memory"][0].tolist(), values["registers"][0].tolist(), where)
         reference = run_reference(program, memory_size, memory, registers, entry=name, max_steps=step_bound(name, size))
-        exact = show(reference.memory, reference.registers, where, size)
+        exact = show(reference.memory, reference.registers, where)
         confidence = float(run.state.confidence()[0])
         all_exact &= soft == exact and reference.halted and bool(values["halted"][0])
         print(f"{name:<14} {meaning:<42} {soft:>16} {exact:>16} {run.steps:>5} {confidence:>8.6f} {seconds:>6.2f}s")

@@ -9,20 +9,24 @@ Parquet export. Depends on `modeling_llama_delta` (the library's accounts, the r
 |---|---|
 | `common` | the column schema, the base config, seeded sampling, leakage-free splits, the cache key |
 | `arithmetic`, `fibonacci`, `sequences` | the task families: how problems are drawn and phrased |
+| `mixture` | `all`: every task the one model serves, in one dataset with a `task` column |
 | `registry` | task name -> builder: `TASKS`, `get_builder`, `load_task` |
 | `card`, `parquet` | the dataset card and the Parquet export (`export_dataset`, optionally pushed to the Hub) |
 """
 
 from .arithmetic import ArithmeticBuilder, ArithmeticConfig
 from .card import dataset_card
-from .common import FEATURES, AlgorithmicBuilder, AlgorithmicConfig, generator_hash, read_answer
+from .common import FEATURES, HELDOUT_SPLIT, AlgorithmicBuilder, AlgorithmicConfig, generator_hash, read_answer
 from .fibonacci import FibonacciBuilder, FibonacciConfig
+from .mixture import MIXTURE_TASKS, MixtureBuilder, MixtureConfig
 from .parquet import export_dataset
 from .registry import TASKS, get_builder, load_task
-from .sequences import NeuralComprehensionBuilder, SequenceConfig, SortBuilder
+from .sequences import NeuralComprehensionBuilder, SequenceConfig, SortBuilder, StringQuestionBuilder
 
 __all__ = [
     "FEATURES",
+    "HELDOUT_SPLIT",
+    "MIXTURE_TASKS",
     "TASKS",
     "AlgorithmicBuilder",
     "AlgorithmicConfig",
@@ -30,9 +34,12 @@ __all__ = [
     "ArithmeticConfig",
     "FibonacciBuilder",
     "FibonacciConfig",
+    "MixtureBuilder",
+    "MixtureConfig",
     "NeuralComprehensionBuilder",
     "SequenceConfig",
     "SortBuilder",
+    "StringQuestionBuilder",
     "dataset_card",
     "export_dataset",
     "generator_hash",

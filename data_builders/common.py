@@ -35,10 +35,17 @@ FEATURES = datasets.Features(
         "operation": datasets.Value("string"),
         "length": datasets.Value("int32"),
         "depth": datasets.Value("int32"),
+        "task": datasets.Value("string"),
     }
 )
 ANSWER_PLACES = ("register", "memory")
-PHRASINGS = ("fixed", "varied")  # "fixed": every question uses the family's first (canonical) template
+# "fixed": every question uses the family's first (canonical) template as written; "varied": a training template
+# per example, with the surface variations of `vary` and `quote`. Either way the `heldout_phrasing` split asks the
+# test problems in templates no training question uses (`HELDOUT_SPLIT`).
+PHRASINGS = ("fixed", "varied")
+HELDOUT_SPLIT = "heldout_phrasing"
+QUOTES = ('"', "'", "")  # a quoted input: either kind of quote, or none where that leaves it unambiguous
+ENDINGS = ("", ".", "?", "!")  # a question's trailing punctuation
 
 
 def make_example(
@@ -67,7 +74,36 @@ def make_example(
         "operation": operation,
         "length": length,
         "depth": depth,
+        "task": "",  # set by `AlgorithmicBuilder.make_splits`: the task (config) name
     }
+
+
+def quote(value: str, rng: random.Random, bare: bool = True) -> str:
+    """`value` in either kind of quote, or (when `bare` and it has no spaces) none."""
+    kinds = QUOTES if bare and value and " " not in value else QUOTES[:2]
+    mark = rng.choice(kinds)
+    return f"{mark}{value}{mark}"
+
+
+def vary(question: str, rng: random.Random) -> str:
+    """Surface variation that keeps the input: the first letter's case and the trailing punctuation."""
+    if rng.random() < 0.3 and question[:1].isupper():
+        question = question[0].lower() + question[1:]
+    if question[-1:] in ".?!" and question[-2:-1] != " ":  # "= ?" keeps its mark
+        question = question[:-1] + rng.choice(ENDINGS)
+    return question
+
+
+def phrase(template: str, fields: dict, rng: random.Random, varied: bool, quoted: Sequence[str] = ("s",)) -> str:
+    """`template` with `fields`; the `quoted` fields in quotes: double ones when not `varied` (the canonical
+    form), else per `quote` (a field named in `quoted` that is a single character is always quoted)."""
+    values = dict(fields)
+    for name in quoted:
+        if name in values:
+            text = str(values[name])
+            values[name] = f'"{text}"' if not varied else quote(text, rng, bare=len(text) > 1)
+    question = template.format(**values)
+    return vary(question, rng) if varied else question
 
 
 def read_answer(example: dict, memory: Sequence[int], registers: Sequence[int]) -> list[int]:
@@ -165,6 +201,9 @@ class AlgorithmicConfig(datasets.BuilderConfig):
             takes the rest (defaults 0.6 / 0.1 / 0.3: the paper's 70/30 train/test, with validation
             carved from the training share).
         phrasing: "varied" draws a question template per example, "fixed" uses the canonical one.
+        heldout_phrasing_size: test problems asked again in held-out templates (the `heldout_phrasing` split; at
+            most the test split's size). 0, the default for a single task, leaves the split out, so that a task's
+            splits (and the runs evaluated on them) stay as they were; the `all` mixture asks for it.
     """
 
     seed: int = 0
@@ -172,12 +211,14 @@ class AlgorithmicConfig(datasets.BuilderConfig):
     train_fraction: float = 0.6
     validation_fraction: float = 0.1
     phrasing: str = "varied"
+    heldout_phrasing_size: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         check_int("seed", self.seed, 0)
         check_int("n", self.n, 2)
         check_choice("phrasing", self.phrasing, PHRASINGS)
+        check_int("heldout_phrasing_size", self.heldout_phrasing_size, 0)
         for name in ("train_fraction", "validation_fraction"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
@@ -203,8 +244,10 @@ class AlgorithmicBuilder(datasets.GeneratorBasedBuilder):
     """Generates a task from its config; subclasses implement `generate`.
 
     `generate` returns (in-distribution items, out-of-distribution splits). An item is
-    (group, stratum, example): `group` identifies the question up to wording (items of one group share
-    a split), `stratum` is what the split is stratified by. Out-of-distribution splits are used whole.
+    (group, stratum, example, heldout_question): `group` identifies the question up to wording (items of one
+    group share a split), `stratum` is what the split is stratified by, `heldout_question` asks the same problem
+    in a held-out template, or None where questions have no wording (the `heldout_phrasing` split draws from the
+    test items). Out-of-distribution splits are used whole.
     """
 
     BUILDER_CONFIG_CLASS = AlgorithmicConfig
@@ -236,20 +279,32 @@ class AlgorithmicBuilder(datasets.GeneratorBasedBuilder):
         raise NotImplementedError
 
     def make_splits(self) -> dict[str, list[dict]]:
-        """All splits as lists of rows, in generation order."""
+        """All splits as lists of rows, in generation order; every row's `task` is the config's name."""
         items, ood = self.generate(self.config)
         names = assign_splits(
-            [group for group, _, _ in items],
-            [stratum for _, stratum, _ in items],
+            [group for group, _, _, _ in items],
+            [stratum for _, stratum, _, _ in items],
             self.config.fractions,
             stream(self.config.seed, "splits"),
         )
         splits: dict[str, list[dict]] = {name: [] for name in self.config.fractions}
-        for name, (_, _, example) in zip(names, items, strict=True):
+        for name, (_, _, example, _) in zip(names, items, strict=True):
             splits[name].append(example)
         if not splits["validation"]:
             del splits["validation"]  # validation_fraction = 0
-        return {**splits, **ood}
+        # Test problems in held-out wordings: the same groups as the test split, so no problem leaks into training.
+        tests = [
+            (example, heldout)
+            for name, (_, _, example, heldout) in zip(names, items, strict=True)
+            if name == "test" and heldout is not None  # None: a task without wording (the minimal network's)
+        ]
+        picked = stream(self.config.seed, HELDOUT_SPLIT).sample(
+            range(len(tests)), min(self.config.heldout_phrasing_size, len(tests))
+        )
+        heldout = {HELDOUT_SPLIT: [{**tests[i][0], "question": tests[i][1]} for i in sorted(picked)]}
+        out = {**splits, **({} if not heldout[HELDOUT_SPLIT] else heldout), **ood}
+        task = self.config.name
+        return {name: [{**row, "task": task} for row in rows] for name, rows in out.items()}
 
     def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
         return [
@@ -267,6 +322,11 @@ SHARED_GENERATOR = (
     make_example,
     stream,
     sample_distinct,
+    quote,
+    vary,
+    phrase,
+    QUOTES,
+    ENDINGS,
     assign_splits,
     AlgorithmicConfig.fractions.fget,
     AlgorithmicBuilder.make_splits,

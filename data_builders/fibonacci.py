@@ -14,23 +14,35 @@ from .common import (
     check_int,
     check_int_tuple,
     make_example,
+    phrase,
     sample_distinct,
     stream,
 )
 
-FIBONACCI_PROGRAMS = ("fib_recursive", "fib")  # the library programs a row may name; the paper studies the first
-# {a}, {b}: the two starting numbers x0, x1; {d}: the depth (number of additions); {k} = d + 2: the
-# 1-based position of the answer x_{d+1}; {n}: the modulus; {additions}/{steps}: the noun,
-# singular for d = 1. The first template is the canonical one.
+FIBONACCI_PROGRAMS = ("fib_recursive", "fib", "fib_linear")  # the programs a row may name; the paper studies the first
+# {a}, {b}: the two starting numbers x0, x1; {d}: the depth (number of additions), stated as such so that a parser
+# copies it; {n}: the modulus; {additions}/{steps}/{times}: the noun, singular for d = 1. The first template is the
+# canonical one; HELDOUT_TEMPLATES ask the `heldout_phrasing` split only.
 TEMPLATES = (
     "Start with {a} and {b}. Each next number is the sum of the previous two, mod {n}. "
     "What is the number after {d} {additions}?",
-    "A sequence begins {a}, {b}, and every later term is the sum of the two terms before it, modulo {n}. "
-    "What is term {k}?",
-    "Let x0 = {a}, x1 = {b} and x(i+1) = x(i) + x(i-1) mod {n}. What is x{d1}?",
-    "Fibonacci-style sequence mod {n} with first two numbers {a} and {b}: give number {k} of the sequence.",
     "Keep adding the last two numbers, starting from {a} and {b}, working modulo {n}. "
     "Which number do you reach after {d} {steps}?",
+    "A sequence begins {a}, {b}, and every later term is the sum of the two terms before it, modulo {n}. "
+    "What term comes after {d} {additions}?",
+    "Fibonacci-style sequence mod {n} with first two numbers {a} and {b}: give the number after {d} {steps}.",
+    "From {a} and {b}, repeat {d} {times}: replace the pair by (second, first + second) mod {n}. "
+    "What is the second number?",
+    "Please run a Fibonacci recurrence from {a}, {b} for {d} {steps}, mod {n}. What number results?",
+    "{a} and {b} start a Fibonacci-like sequence modulo {n}. What is it after {d} {additions}?",
+    "What is the Fibonacci-style number after {d} {steps} when the sequence starts {a}, {b} (mod {n})?",
+    "After {d} {additions} of the two latest numbers, beginning with {a} and {b}, what do you get modulo {n}?",
+    "Compute the Fibonacci-like number after {d} {steps} from {a} and {b}, mod {n}.",
+)
+HELDOUT_TEMPLATES = (
+    "Seeds {a} and {b}; add the latest two {d} {times}, reducing mod {n}. Final value?",
+    "Begin at {a}, {b}. Advance the Fibonacci rule {d} {times} modulo {n}; report the newest term.",
+    "With first term {a} and second term {b}, what does the sum-of-previous-two rule give after {d} {steps} (mod {n})?",
 )
 
 
@@ -89,6 +101,7 @@ class FibonacciBuilder(AlgorithmicBuilder):
     BUILDER_CONFIGS = [
         FibonacciConfig(name="fibonacci", version=AlgorithmicBuilder.VERSION),
         FibonacciConfig(name="fibonacci_minimal", version=AlgorithmicBuilder.VERSION, text=False),
+        FibonacciConfig(name="fibonacci_linear", version=AlgorithmicBuilder.VERSION, program="fib_linear"),
     ]
     DEFAULT_CONFIG_NAME = "fibonacci"
     TASK_NAME = "fibonacci"
@@ -96,32 +109,37 @@ class FibonacciBuilder(AlgorithmicBuilder):
     def generate(self, config: FibonacciConfig):
         n = config.n
         problems, words = stream(config.seed, "problems"), stream(config.seed, "phrasing")
-        templates = TEMPLATES if config.phrasing == "varied" else TEMPLATES[:1]
+        varied = config.phrasing == "varied"
 
-        def example(pair: int, depth: int) -> dict:
+        def ask(templates: tuple[str, ...], x0: int, x1: int, depth: int, varied: bool) -> str:
+            if not config.text:
+                return f"{x0} {x1} {depth}"
+            plural = "" if depth == 1 else "s"
+            fields = {"a": x0, "b": x1, "d": depth, "n": n}
+            fields |= {"additions": "addition" + plural, "steps": "step" + plural, "times": "time" + plural}
+            return phrase(words.choice(templates if varied else templates[:1]), fields, words, varied)
+
+        def example(pair: int, depth: int) -> tuple[dict, str | None]:
             x0, x1 = divmod(pair, n)
-            if config.text:
-                plural = "" if depth == 1 else "s"
-                fields = {"a": x0, "b": x1, "d": depth, "d1": depth + 1, "k": depth + 2, "n": n}
-                fields |= {"additions": "addition" + plural, "steps": "step" + plural}
-                question = words.choice(templates).format(**fields)
-            else:
-                question = f"{x0} {x1} {depth}"
             answer = fibonacci(x0, x1, depth, n)
-            return make_example(
-                question, str(answer), [answer], config.program, [], [x0, x1, depth], "register", 0, "fib", depth=depth
+            question = ask(TEMPLATES, x0, x1, depth, varied)
+            registers = [x0, x1, depth]
+            row = make_example(
+                question, str(answer), [answer], config.program, [], registers, "register", 0, "fib", depth=depth
             )
+            return row, ask(HELDOUT_TEMPLATES, x0, x1, depth, True) if config.text else None
 
         items = []
         for depth in config.depths:
             count = n * n if config.examples_per_depth is None else config.examples_per_depth
-            items += [((pair, depth), depth, example(pair, depth)) for pair in sample_distinct(problems, n * n, count)]
+            for pair in sample_distinct(problems, n * n, count):
+                items.append(((pair, depth), depth, *example(pair, depth)))
         ood = {
             f"ood_depth_{depth}": [
-                example(pair, depth) for pair in sample_distinct(problems, n * n, config.ood_examples_per_depth)
+                example(pair, depth)[0] for pair in sample_distinct(problems, n * n, config.ood_examples_per_depth)
             ]
             for depth in config.ood_depths
         }
         return items, ood
 
-    GENERATOR = (generate, fibonacci, TEMPLATES)
+    GENERATOR = (generate, fibonacci, TEMPLATES, HELDOUT_TEMPLATES)

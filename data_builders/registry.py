@@ -4,8 +4,9 @@
     ds = load_task("sort", cache_dir="cache", examples_per_length=1000)  # a DatasetDict
     ds["train"][0]["question"]  # 'Sort the string "drslxjlq"'
 
-Tasks (config names): arithmetic, fibonacci, fibonacci_minimal, sort, sort_spaced, parity, reverse,
-addition. Keyword overrides are config fields (see each family's config class); bad values fail at once.
+Tasks (config names): arithmetic, fibonacci, fibonacci_minimal, fibonacci_linear, sort, sort_spaced, count, strlen,
+parity, reverse, addition, and `all` (their mixture, `mixture.MixtureBuilder`). Keyword overrides are config fields
+(see each family's config class); bad values fail at once.
 The builders are importable `datasets.GeneratorBasedBuilder` classes, so
 `SortBuilder(config_name="sort", cache_dir=...)` works too.
 """
@@ -19,18 +20,23 @@ import datasets
 from .arithmetic import ArithmeticBuilder
 from .common import AlgorithmicBuilder
 from .fibonacci import FibonacciBuilder
-from .sequences import NeuralComprehensionBuilder, SortBuilder
+from .mixture import MixtureBuilder
+from .sequences import NeuralComprehensionBuilder, SortBuilder, StringQuestionBuilder
 
 # task name -> the builder that makes it (the task name is also the builder's config name).
 TASKS: dict[str, type[AlgorithmicBuilder]] = {
     "arithmetic": ArithmeticBuilder,
     "fibonacci": FibonacciBuilder,
     "fibonacci_minimal": FibonacciBuilder,
+    "fibonacci_linear": FibonacciBuilder,
     "sort": SortBuilder,
     "sort_spaced": SortBuilder,
+    "count": StringQuestionBuilder,
+    "strlen": StringQuestionBuilder,
     "parity": NeuralComprehensionBuilder,
     "reverse": NeuralComprehensionBuilder,
     "addition": NeuralComprehensionBuilder,
+    "all": MixtureBuilder,  # every task above that the one model serves, mixed
 }
 
 
@@ -46,8 +52,8 @@ def load_task(
 ) -> datasets.DatasetDict:
     """Generate (or load from the datasets cache) `task`; with `split`, a DatasetDict of that split only.
 
-    Splits: train / validation / test (the paper's 70/30 train/test, validation carved from the 70) and
-    held-out `ood_length_<L>` / `ood_depth_<d>` test splits.
+    Splits: train / validation / test (the paper's 70/30 train/test, validation carved from the 70), the test
+    problems in held-out wordings (`heldout_phrasing`), and held-out `ood_length_<L>` / `ood_depth_<d>` test splits.
     """
     builder = get_builder(task, cache_dir, **overrides)
     builder.download_and_prepare()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 IGNORE_INDEX = -100
-BREAKDOWN_COLUMNS = ("operation", "length", "depth")
+BREAKDOWN_COLUMNS = ("task", "operation", "length", "depth")  # "task": per task in the `all` mixture
 
 
 def per_example_scores(

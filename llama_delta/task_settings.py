@@ -27,8 +27,11 @@ from modeling_llama_delta.parsing import PARSE_MODES
 TASK_LIBRARY: dict[str, tuple[str, ...]] = {
     "arithmetic": BINARY_PROGRAMS,  # the paper's §4.2 calculator
     "fibonacci": ("fib_recursive",),  # §4.1: recursion through a stack in memory
+    "fibonacci_linear": ("fib_linear",),  # reads x0, x1 once: trainable through Δ's soft run at any depth
     "sort": ("sort",),  # §4.3: insertion sort
     "sort_spaced": ("sort",),
+    "count": ("count",),
+    "strlen": ("strlen",),
     "parity": ("parity",),
     "reverse": ("reverse",),
     "addition": ("add_digits",),
@@ -37,16 +40,20 @@ TASK_LIBRARY: dict[str, tuple[str, ...]] = {
 # `last_token`); a string needs one cell per character, which `tokens` reads off the tokens themselves.
 # arithmetic: slots that copy the attended numeral token (87.6% test vs ~11% for last_token in the same budget,
 # README "Training"); fibonacci keeps the paper's last_token until measured.
+# fibonacci_linear states the depth as a numeral, which `slots` copies (not measured yet).
 DEFAULT_PARSE_MODE = {task: "tokens" for task in TASK_LIBRARY} | {
     "arithmetic": "slots",
     "fibonacci": "last_token",
+    "fibonacci_linear": "slots",
 }
 # Δ runs exactly on this many sampled parses per example in training (score-function gradient) for the string
 # tasks, whose programs run hundreds of steps: there Δ's soft run turns a 1e-5 parse uncertainty into a wrong
 # answer (experiments/README.md); short programs (arithmetic, fibonacci) learn through the soft run.
-DEFAULT_PARSE_SAMPLES = {"sort": 8, "sort_spaced": 8, "reverse": 8}
+DEFAULT_PARSE_SAMPLES = {"sort": 8, "sort_spaced": 8, "reverse": 8, "count": 8, "strlen": 8}
 # task -> `delta_answer_format` (the rest: "integers").
 TASK_ANSWER_FORMAT = {"sort": "string", "sort_spaced": "string", "reverse": "string", "addition": "digits"}
+# Tasks whose memory holds a string's characters, which `tokens` parsing copies from the tokens that spell them.
+SPELLED_TASKS = ("sort", "sort_spaced", "reverse", "count", "strlen")
 # Which dataset config fields the generic size knobs map to, per builder family.
 _SIZE_FIELDS = {
     "arithmetic": {"dataset_size": "size"},
@@ -63,15 +70,13 @@ _SIZE_FIELDS = {
         "ood_size": "ood_examples_per_length",
     },
 }
-# Where the input elements sit in a question: the quoted string, else the numbers (addition's operands).
-_QUOTED, _NUMBER = re.compile(r'"([^"]*)"'), re.compile(r"\d+")
 
 
 def task_family(task: str) -> str:
     """`arithmetic`, `fibonacci` or `sequence` (the string and digit tasks): which dataset knobs apply."""
     if task not in TASK_LIBRARY:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASK_LIBRARY)}")
-    return task if task in ("arithmetic", "fibonacci") else "sequence"
+    return task if task == "arithmetic" else "fibonacci" if task.startswith("fibonacci") else "sequence"
 
 
 def dataset_overrides(
@@ -124,17 +129,30 @@ def split_step_bound(split: datasets.Dataset) -> int:
     return max(step_bound(program, size) for program, size in sizes)
 
 
+def input_spans(question: str, memory: Sequence[int]) -> list[tuple[int, int]]:
+    """Where the sequences of a row's `memory` (zero-terminated, one after another) are written in its question:
+    each as the first match not inside a word, allowing one separator (" ") between elements (sort_spaced)."""
+    spans, start = [], 0
+    for sequence in "".join(chr(v) for v in memory).split("\0")[:-1]:
+        pattern = r"\s?".join(re.escape(c) for c in sequence)
+        match = re.compile(rf"(?<![A-Za-z0-9])(?:{pattern})(?![A-Za-z0-9])").search(question, start)
+        if not sequence or match is None:
+            continue
+        spans.append(match.span())
+        start = match.end()
+    return spans
+
+
 def elements_per_token(split: datasets.Dataset, tokenizer) -> int:
-    """The most input elements (characters of the quoted string, or digits of the numbers) that one token of
+    """The most input elements (the characters of the string, bit string or numerals in memory) that one token of
     the tokenizer spells on `split`: what `tokens` parsing needs as `delta_elements_per_token`."""
     most = 1
     questions = list(split["question"])
     offsets = tokenizer(questions, return_offsets_mapping=True)["offset_mapping"]
-    for question, token_spans in zip(questions, offsets, strict=True):
-        quoted = list(_QUOTED.finditer(question))
-        spans = [m.span(1) for m in quoted] if quoted else [m.span() for m in _NUMBER.finditer(question)]
-        # Element characters: inside a span and not a separator (spaces in sort_spaced).
-        elements = {i for start, end in spans for i in range(start, end) if not question[i].isspace()}
+    for question, memory, token_spans in zip(questions, split["memory"], offsets, strict=True):
+        # Element characters: inside an input span and not a separator (spaces in sort_spaced).
+        spans = input_spans(question, memory)
+        elements = {i for start, end in spans for i in range(start, end) if question[i] != " " or 32 in memory}
         for start, end in token_spans:
             most = max(most, sum(i in elements for i in range(start, end)))
     return most
@@ -247,11 +265,16 @@ def delta_settings(
     elif family == "sequence":
         raise ValueError(f"task {task!r} parses strings into memory cells: use parse mode 'tokens'")
     token_values = None
-    if parse_mode == "tokens" and TASK_ANSWER_FORMAT.get(task) == "string":
+    if parse_mode == "tokens" and task in SPELLED_TASKS:
         # Strings hold code points: a token's characters are its elements, copied rather than classified.
         elements = {value for row in rows["memory"] for value in row if value}
-        quoted = {c for question in rows["question"] for m in _QUOTED.finditer(question) for c in m.group(1)}
-        separators = "".join(sorted(c for c in quoted if ord(c) not in elements))  # " " for sort_spaced
+        written = {
+            question[i]
+            for question, memory in zip(rows["question"], rows["memory"], strict=True)
+            for start, end in input_spans(question, memory)
+            for i in range(start, end)
+        }
+        separators = "".join(sorted(c for c in written if ord(c) not in elements))  # " " for sort_spaced
         token_values = spelled_token_values(tokenizer, word_size, per_token, separators)
         measured["spelling_tokens"] = len(token_values)
     if parse_mode == "slots" and tokenizer is not None:
@@ -283,6 +306,7 @@ __all__ = [
     "TASK_ANSWER_FORMAT",
     "DEFAULT_PARSE_MODE",
     "DEFAULT_PARSE_SAMPLES",
+    "SPELLED_TASKS",
     "TASK_LIBRARY",
     "TaskSettings",
     "dataset_overrides",
@@ -291,6 +315,7 @@ __all__ = [
     "delta_settings",
     "elements_per_token",
     "example_sizes",
+    "input_spans",
     "load_task_data",
     "split_step_bound",
     "task_family",

@@ -28,11 +28,10 @@ def parse_answer_text(text: str, answer_format: str, length: int) -> list[int]:
     text = text.strip()
     if answer_format == "string":
         return [ord(ch) for ch in text]
-    if answer_format == "digits":  # the sum's L+1 digits, least-significant first
-        if not text.isdigit():
+    if answer_format == "digits":  # the sum's L+1 digit characters, most significant first, zero-padded
+        if not text.isdigit() or len(text) > length:
             return []
-        value = int(text)
-        return [(value // 10**i) % 10 for i in range(length)]
+        return [ord(ch) for ch in text.zfill(length)]
     return [int(x) for x in re.findall(r"-?\d+", text)[:length]]
 
 

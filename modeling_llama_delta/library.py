@@ -1,10 +1,21 @@
 """The standard library Λ: readable ISA v1 assembly, one assembly unit per program.
 
-Each source opens with a `;;` block (what it computes, inputs and outputs per the library calling
-conventions, the memory it uses, its exact worst-case step count), then `.func NAME`; its entry function
-ends in `ret`, which halts because `ra` starts at the trailing `halt`. Defaults: n = 128, 8 registers
-(sp = r6, ra = r7). Programs use r0..r5 as scratch and set every register they read that is not an
-input, so garbage in non-input registers is harmless.
+The calling convention, one for every program, so that one parser can feed them all:
+
+- **Numbers** a question gives are in registers r0, r1, ... in the order the program's docstring lists them, which
+  is their order in the question's canonical wording ("Subtract 3 from 10" still gives r0 = 10, r1 = 3: which
+  number goes where is the parser's to learn). The modulus of a question is Δ's word size n, not an input. A
+  single character that a program takes besides its string (`count`'s) is such a number: its code point.
+- **A sequence** (a string, a numeral's digits, a bit string) is in memory from m[0], in text order (a numeral
+  most significant digit first), as the code points of its characters ('a' = 97, '7' = 55, '1' = 49) and
+  zero-terminated; a second sequence (`add_digits`' B) follows the first's terminator. Code points make every
+  sequence what its tokens spell, so one parser copies them all. A numeric array (`sum`) holds its values.
+- **Results** are where the program's docstring says: r0 for a number; a sequence from m[0], zero-terminated.
+
+Each source opens with a `;;` block (what it computes, inputs and outputs per this convention, the memory it
+uses, its exact worst-case step count), then `.func NAME`; its entry function ends in `ret`, which halts because
+`ra` starts at the trailing `halt`. Defaults: n = 128, 8 registers (sp = r6, ra = r7). Programs use r0..r5 as
+scratch and set every register they read that is not an input, so garbage in non-input registers is harmless.
 
 Step counts count executed lines with the final `halt` (as `run_reference` does); the differentiable
 machine's cost is linear in them, which is why inner loops are rotated (test at the bottom) and carry no
@@ -219,71 +230,87 @@ done:
 """
 
 SUM = """\
-;; sum: sum of a numeric array mod n.
-;; In: r0 = L (0 <= L <= memory_size), the array at m[0..L-1] (values 0..n-1).  Out: r0 = sum mod n.
-;; Memory: reads m[0..L-1], last to first.  Clobbers r1, r2.  Steps: 4*L + 5.
+;; sum: sum mod n of the zero-terminated array of numbers at m[0].
+;; In: the values (1..n-1: a 0 ends the array, and a zero element adds nothing, so leave it out), L of them,
+;; L <= memory_size - 1.  Out: r0 = sum mod n.
+;; Memory: reads m[0..L].  Clobbers r1, r2.  Steps: 4*L + 8.
+;; The terminator goes through the loop body too: it adds 0.
 .func sum
-    mov r1, r0              ; r1 := index one past the next cell to add
     const r0, 0             ; r0 := running sum
-    jez r1, done
+    const r1, 0             ; r1 := index
 add_next:
-    dec r1, r1
     read r2, r1
     add r0, r0, r2
-    jnz r1, add_next
-done:
+    inc r1, r1
+    jnz r2, add_next        ; r2 = 0: that was the terminator
     ret
 """
 
 PARITY = """\
-;; parity: parity of an array of bits.
-;; In: r0 = L (0 <= L <= memory_size), the bits (0/1) at m[0..L-1].  Out: r0 = (number of ones) % 2.
-;; Memory: reads m[0..L-1].  Clobbers r1, r2.  Needs n >= 3 (the constant 2).  Steps: 4*L + 7.
-;; The count of ones is at most L <= n - 1, so summing mod n is exact; one mod 2 at the end.
+;; parity: parity of a bit string, written as the characters '0' and '1'.
+;; In: the zero-terminated string at m[0] (code points 48 = '0', 49 = '1'), length L <= min(memory_size - 1, n - 1).
+;; Out: r0 = (number of '1's) % 2.  Memory: reads m[0..L].  Clobbers r1..r4.  Needs n >= 50 (the code point of
+;; '1'; 2 is a constant too).  Steps: 5*L + 12.
+;; The count of ones is at most L <= n - 1, so summing mod n is exact; one mod 2 at the end. The terminator goes
+;; through the loop body too: it is not '1'.
 .func parity
-    mov r1, r0              ; r1 := index one past the next bit
-    const r0, 0             ; r0 := number of ones
-    jez r1, done
-add_next:
-    dec r1, r1
-    read r2, r1
-    add r0, r0, r2
-    jnz r1, add_next
-done:
+    const r0, 0             ; r0 := number of '1's
+    const r1, 0             ; r1 := index
+    const r2, '1'
+scan:
+    read r3, r1
+    eq r4, r3, r2
+    add r0, r0, r4
+    inc r1, r1
+    jnz r3, scan            ; r3 = 0: that was the terminator
     const r2, 2
     mod r0, r0, r2
     ret
 """
 
 ADD_DIGITS = """\
-;; add_digits: multi-digit base-10 addition with carries, in place.
-;; In: r0 = L digits per operand, least-significant first: A at m[0..L-1], B at m[L..2L-1] (digits 0..9).
-;; Out: A + B as L+1 digits at m[0..L], least-significant first (m[L] is the final carry). Each sum digit
-;; overwrites a_i after a_i and b_i are read, and m[L] = b_0 is overwritten last, so the answer always starts
-;; at m[0], whatever L is (one answer read-out serves every length).
-;; Memory: memory_size >= 2L (at least 1).  Needs n >= 20 (a digit sum is at most 9 + 9 + 1 = 19; the 20 ROM
-;; lines fit n >= 20).
-;; Clobbers r0..r5.  Steps: 11*L + 8.
+;; add_digits: multi-digit base-10 addition with carries, on decimal numerals written as characters, in place.
+;; In: A and B, L digits each, most significant first, as characters '0'..'9' (code points 48..57), each
+;; zero-terminated: A at m[0..L-1], m[L] = 0, B at m[L+1..2L], m[2L+1] = 0 (B's terminator is not read).
+;; Out: A + B as L+1 digit characters at m[0..L], most significant first (m[0] is the final carry, '0' or '1'),
+;; zero-terminated at m[L+1]. Sum digit k (from the right) goes to m[L-k] once a_k = m[L-1-k] and b_k = m[2L-k]
+;; are read, so no unread digit is overwritten and the answer always starts at m[0], whatever L is.
+;; Memory: memory_size >= 2L + 2.  Needs n >= 58 (the code point of '9'; a digit sum is at most 19, and
+;; character arithmetic mod n is exact: (a + b + carry - 2*'0') mod n is the digit sum).
+;; Clobbers r0..r5.  Steps: 18*L + 16.
 .func add_digits
-    mov r1, r0              ; r1 := L, the offset from A to B
-    const r0, 0             ; r0 := i
+    const r0, -1            ; r0 := index - 1 (n - 1; the first inc wraps it to 0)
+find_end:
+    inc r0, r0
+    read r1, r0
+    jnz r1, find_end        ; r0 := L, A's terminator: where sum digit 0 goes
+    add r1, r0, r0          ; r1 := 2L, the address of b_0
     const r2, 0             ; r2 := carry
     const r5, 10            ; r5 := the base
-    jez r1, last            ; L = 0: the sum is the single digit 0
+    jez r0, last            ; L = 0: the sum is the single digit 0
 digit:
-    read r3, r0             ; a_i
-    add r3, r3, r2          ; a_i + carry
-    add r4, r0, r1          ; r4 := address of b_i
-    read r2, r4             ; b_i (the carry is already added in)
-    add r3, r3, r2          ; s := a_i + b_i + carry
+    dec r3, r0              ; r3 := the address of a_k
+    read r3, r3
+    read r4, r1
+    add r3, r3, r4
+    add r3, r3, r2          ; a_k + b_k + carry, as characters
+    const r4, 96            ; two '0's
+    sub r3, r3, r4          ; s := the digit sum, 0..19
     div r2, r3, r5          ; carry := s // 10
-    mod r3, r3, r5          ; digit := s % 10
-    write r0, r3            ; the sum's digit i replaces a_i
-    inc r0, r0
-    lt r3, r0, r1
-    jnz r3, digit           ; while i < L
+    mod r3, r3, r5
+    const r4, '0'
+    add r3, r3, r4          ; the character of s % 10
+    write r0, r3
+    dec r1, r1
+    dec r0, r0
+    jnz r0, digit           ; while digits remain (the write position reaches 0)
 last:
-    write r0, r2            ; i = L: the final carry
+    const r4, '0'
+    add r2, r2, r4
+    write r0, r2            ; m[0] := the final carry's character
+    inc r1, r1              ; r1 := L + 1 (b_0's address, read already)
+    const r4, 0
+    write r1, r4            ; the sum's terminator
     ret
 """
 
@@ -312,12 +339,12 @@ _SIZES: dict[str, tuple[str, Callable[[int], int], Callable[[int], int]]] = {
     "count": ("string length", lambda s: s + 1, lambda s: 5 * s + 10),
     "reverse": ("string length", lambda s: s + 1, lambda s: 3 * s + 10 + 8 * ((s + 1) // 2)),
     "sort": ("string length", lambda s: s + 1, lambda s: max(5, 12 * s - 4 + 7 * s * (s - 1) // 2)),
-    "sum": ("array length", lambda s: max(1, s), lambda s: 4 * s + 5),
-    "parity": ("array length", lambda s: max(1, s), lambda s: 4 * s + 7),
-    "add_digits": ("digits per operand", lambda s: max(1, 2 * s), lambda s: 11 * s + 8),
+    "sum": ("array length", lambda s: s + 1, lambda s: 4 * s + 8),
+    "parity": ("string length", lambda s: s + 1, lambda s: 5 * s + 12),
+    "add_digits": ("digits per operand", lambda s: 2 * s + 2, lambda s: 18 * s + 16),
 }
 # Word sizes below which a program computes wrong values (its ROM length is a separate, larger limit).
-MIN_WORD_SIZE: dict[str, int] = {"parity": 3, "add_digits": 20}
+MIN_WORD_SIZE: dict[str, int] = {"parity": 50, "add_digits": 58}
 
 
 def library_source(name: str) -> str:

@@ -379,11 +379,11 @@ def score_function_loss(answer_logits: Tensor, labels: Tensor, log_q: Tensor) ->
 
 def format_answer(values: list[int], answer_format: str) -> str:
     """Answer elements -> text, per `config.delta_answer_format`."""
-    if answer_format == "string":
+    if answer_format in ("string", "digits"):
         end = values.index(0) if 0 in values else len(values)
-        return "".join(chr(v) for v in values[:end])
-    if answer_format == "digits":
-        return str(sum(d * 10**i for i, d in enumerate(values)))
+        text = "".join(chr(v) for v in values[:end])
+        # A numeral's characters, most significant first, with the carry digit in front: "0579" reads "579".
+        return text.lstrip("0") or text[-1:] if answer_format == "digits" else text
     return " ".join(str(v) for v in values)
 
 

@@ -21,6 +21,8 @@ import pytest
 from huggingface_hub import DatasetCard
 
 from data_builders import (
+    HELDOUT_SPLIT,
+    MIXTURE_TASKS,
     TASKS,
     arithmetic,
     export_dataset,
@@ -36,17 +38,23 @@ from modeling_llama_delta.reference import binary_op, run_reference
 
 datasets.disable_progress_bars()
 
-# Small but complete settings per task (every split present, held-out lengths/depths included).
+# Small but complete settings per task (every split present, held-out lengths/depths and phrasings included).
+HELDOUT = {"heldout_phrasing_size": 60}
 SMALL = {
-    "arithmetic": {"size": 3000},
-    "fibonacci": {"examples_per_depth": 150, "ood_examples_per_depth": 40},
-    "fibonacci_minimal": {"examples_per_depth": 150, "ood_examples_per_depth": 40},
-    "sort": {"examples_per_length": 150, "ood_examples_per_length": 40},
-    "sort_spaced": {"examples_per_length": 150, "ood_examples_per_length": 40},
-    "parity": {"examples_per_length": 150, "ood_examples_per_length": 40},
-    "reverse": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied"},
-    "addition": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied"},
+    "arithmetic": {"size": 3000, **HELDOUT},
+    "fibonacci": {"examples_per_depth": 150, "ood_examples_per_depth": 40, **HELDOUT},
+    "fibonacci_minimal": {"examples_per_depth": 150, "ood_examples_per_depth": 40, **HELDOUT},  # no wording: none
+    "fibonacci_linear": {"examples_per_depth": 150, "ood_examples_per_depth": 40, **HELDOUT},
+    "sort": {"examples_per_length": 150, "ood_examples_per_length": 40, **HELDOUT},
+    "sort_spaced": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied", **HELDOUT},
+    "count": {"examples_per_length": 150, "ood_examples_per_length": 40, "alphabet": "abc d", **HELDOUT},
+    "strlen": {"examples_per_length": 150, "ood_examples_per_length": 40, "alphabet": "xyz ", **HELDOUT},
+    "parity": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied", **HELDOUT},
+    "reverse": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied", **HELDOUT},
+    "addition": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied", **HELDOUT},
+    "all": {"examples_per_task": 120, "ood_examples": 10, "heldout_phrasing_size": 20},
 }
+TEXT_TASKS = [task for task in sorted(TASKS) if task not in ("fibonacci_minimal", "all")]  # one task, in words
 SPLITS = {}  # task -> make_splits() of its SMALL settings, shared by the tests that only read it
 
 
@@ -73,7 +81,8 @@ def test_deterministic_across_processes():
     """Same seed, same data in a fresh interpreter with another string-hash seed (no set/dict-order leaks)."""
     script = (
         "import json; from data_builders import get_builder; "
-        "print(json.dumps(get_builder('arithmetic', size=3000).make_splits(), sort_keys=True))"
+        "splits = get_builder('arithmetic', size=3000, heldout_phrasing_size=60).make_splits(); "
+        "print(json.dumps(splits, sort_keys=True))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     root = Path(__file__).resolve().parents[1]
@@ -83,20 +92,31 @@ def test_deterministic_across_processes():
     assert json.loads(output.stdout) == splits_of("arithmetic")
 
 
+def problem_of(row: dict) -> tuple:
+    problem = (row["program"], tuple(row["memory"]), tuple(row["registers"]))
+    if row["task"] == "arithmetic" and row["operation"] in arithmetic.COMMUTATIVE:
+        problem = (row["program"], (), tuple(sorted(row["registers"])))  # "Add 3 and 4" = "Add 4 and 3"
+    return problem
+
+
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_no_question_or_problem_in_two_splits(task):
+    """Train, validation, test and the held-out lengths never share a question or a problem; the held-out
+    phrasings ask test problems only, in questions no other split holds."""
     splits = splits_of(task)
     assert {"train", "validation", "test"} <= set(splits)
-    assert any(s.startswith("ood_") for s in splits) == (task != "arithmetic")  # one-step: no length or depth
+    assert any("ood_" in s for s in splits) == (task != "arithmetic")  # one-step: no length or depth
+    assert all(row["task"] in (task if task != "all" else MIXTURE_TASKS) for rows in splits.values() for row in rows)
     seen_question: dict[str, str] = {}
     seen_input: dict[tuple, str] = {}
     for split, rows in splits.items():
         for row in rows:
-            problem = (row["program"], tuple(row["memory"]), tuple(row["registers"]))
-            if task == "arithmetic" and row["operation"] in arithmetic.COMMUTATIVE:
-                problem = (row["program"], (), tuple(sorted(row["registers"])))  # "Add 3 and 4" = "Add 4 and 3"
             assert seen_question.setdefault(row["question"], split) == split, row
-            assert seen_input.setdefault(problem, split) == split, row
+            if split != HELDOUT_SPLIT:
+                assert seen_input.setdefault(problem_of(row), split) == split, row
+    for row in splits.get(HELDOUT_SPLIT, []):
+        assert seen_input[problem_of(row)] == "test", row
+    assert (HELDOUT_SPLIT in splits) == (task != "fibonacci_minimal")
 
 
 @pytest.mark.parametrize("task", ["arithmetic", "fibonacci", "sort"])
@@ -127,96 +147,184 @@ def sample_rows(task: str, count: int) -> list[dict]:
     return random.Random(task).sample(rows, count)
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
-def test_answers_equal_reference_run_of_the_library_program(task):
-    n = get_builder(task).config.n
-    rows = sample_rows(task, 300)
-    programs = assemble_library(sorted({row["program"] for row in rows}), n=n)
-    for row in rows:
-        result = run_reference(
-            programs[row["program"]], n, row["memory"], row["registers"], entry=row["program"], max_steps=20_000
-        )
-        assert result.halted, row
-        assert read_answer(row, result.memory, result.registers) == row["answer_ids"], row
+QUOTED_FIELDS = ("s", "c")  # `phrase` quotes these (either kind of quote, or none)
 
 
-def template_regex(template: str) -> re.Pattern:
-    """A template ("Add {x} and {y}.") as a regex whose named groups capture the fields."""
-    pattern = re.escape(template)
+def template_regex(template: str, suffix: str = "") -> re.Pattern:
+    """A template ("Add {x} and {y}.") as a regex whose named groups capture the fields, allowing what `vary` and
+    `phrase` change: the first letter's case, the trailing punctuation and the quotes around a string."""
+    body, ending = (
+        (template[:-1], template[-1]) if template[-1:] in ".?!" and template[-2:-1] != " " else (template, "")
+    )
+    pattern = re.escape(body)
     for field in re.findall(r"\{(\w+)\}", template):
-        # strings are quoted; nouns are words; numbers may be spaced out
-        value = r'[^"]+?' if field == "s" else r"[a-z]+" if field in ("additions", "steps") else r"[\d ]+?"
-        pattern = pattern.replace(re.escape("{" + field + "}"), f"(?P<{field}>{value})")
-    return re.compile(pattern)
+        # strings may be quoted; nouns are words; numbers may be spaced out
+        if field in QUOTED_FIELDS:
+            # quoted: anything but a quote; bare (`phrase` leaves only a string without spaces bare): no spaces
+            value = rf"(?:(?P<q_{field}>[\"'])(?P<{field}>[^\"']*?)(?P=q_{field})|(?P<bare_{field}>[^\"'\s]+?))"
+        else:
+            value = rf"(?P<{field}>[a-z]+)" if field in ("additions", "steps", "times") else rf"(?P<{field}>[\d ]+?)"
+        pattern = pattern.replace(re.escape("{" + field + "}"), value, 1)
+    first = template[0]
+    if first.isalpha():
+        pattern = f"[{first.upper()}{first.lower()}]" + pattern[len(re.escape(first)) :]
+    suffix = re.escape(suffix).replace(re.escape("{n}"), r"(?P<n>\d+)")
+    return re.compile(pattern + ("[.?!]?" if ending else "") + suffix)
 
 
-def parse(question: str, templates, suffixes=("",)) -> dict[str, str]:
-    """The fields of the one template that `question` is an instance of."""
+def parse(question: str, templates, suffixes=("",)) -> tuple[str, dict[str, str]]:
+    """The template that `question` is an instance of (with its suffix), and its fields."""
     matches = [
-        m.groupdict()
+        (template, {k.removeprefix("bare_"): v for k, v in m.groupdict().items() if v is not None and k[:2] != "q_"})
         for template in templates
         for suffix in suffixes
-        if (m := template_regex(template + suffix).fullmatch(question))
+        if (m := template_regex(template, suffix).fullmatch(question))
     ]
-    assert len(matches) == 1, (question, matches)
+    assert len({template for template, _ in matches}) == 1, (question, matches)
     return matches[0]
 
 
+def family_templates(task: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(training templates, held-out templates, suffixes) of a task whose questions are words."""
+    if task in ("fibonacci", "fibonacci_linear"):
+        return fibonacci.TEMPLATES, fibonacci.HELDOUT_TEMPLATES, ("",)
+    family = "sort" if task.startswith("sort") else task
+    return sequences.TEMPLATES[family], sequences.HELDOUT_TEMPLATES[family], ("",)
+
+
+def parse_row(row: dict, n: int) -> tuple[str, dict[str, str]]:
+    """The template and fields of a row's question, from the training or the held-out templates."""
+    if row["task"] == "arithmetic":
+        op = row["operation"]
+        suffixes = ("", *arithmetic.MODULUS_SUFFIXES) if op in arithmetic.WRAPPING else ("",)
+        template, fields = parse(row["question"], arithmetic.TEMPLATES[op] + arithmetic.HELDOUT_TEMPLATES[op], suffixes)
+        assert fields.get("n") in (None, str(n))
+        return template, fields
+    train, heldout, suffixes = family_templates(row["task"])
+    return parse(row["question"], train + heldout, suffixes)
+
+
+@pytest.mark.parametrize("task", TEXT_TASKS)
+def test_heldout_phrasings_never_occur_in_training(task):
+    """Every question is read back to the one template it instantiates: training questions only ever come from
+    training templates, `heldout_phrasing` questions only from held-out ones, and the two sets share no template
+    even up to case and punctuation. Varied training draws from at least 10 templates."""
+    splits, n = splits_of(task), get_builder(task).config.n
+    train, heldout = (
+        (arithmetic.TEMPLATES, arithmetic.HELDOUT_TEMPLATES) if task == "arithmetic" else family_templates(task)[:2]
+    )
+    train_set = set(train) if task != "arithmetic" else {t for ts in train.values() for t in ts}
+    heldout_set = set(heldout) if task != "arithmetic" else {t for ts in heldout.values() for t in ts}
+    norm = lambda templates: {re.sub(r"[^a-z{} ]", "", t.lower()).strip() for t in templates}  # noqa: E731
+    assert not norm(train_set) & norm(heldout_set)
+    used = {name: Counter(parse_row(row, n)[0] for row in rows) for name, rows in splits.items()}
+    for name, templates in used.items():
+        assert set(templates) <= (heldout_set if name == HELDOUT_SPLIT else train_set), name
+    assert used[HELDOUT_SPLIT]
+    if get_builder(task, **SMALL[task]).config.phrasing == "varied":
+        per_family = [set(train_set)] if task != "arithmetic" else [set(ts) for ts in train.values()]
+        for templates in per_family:
+            assert len(templates & set(used["train"])) >= 10, sorted(templates - set(used["train"]))
+
+
+def parsed_input(row: dict, fields: dict[str, str]) -> tuple[list[int], list[int]]:
+    """Δ's memory and registers per the library's calling convention, from the question's text alone."""
+    task = row["task"]
+    if task == "arithmetic":
+        return [], [int(fields["x"]), int(fields["y"])]
+    if task.startswith("fibonacci"):
+        return [], [int(fields["a"]), int(fields["b"]), int(fields["d"])]
+    if task == "addition":
+        a, b = fields["a"].replace(" ", ""), fields["b"].replace(" ", "")
+        return [ord(c) for c in a] + [0] + [ord(c) for c in b] + [0], []
+    text = fields["s"] if row["task"] != "sort_spaced" else fields["s"].replace(" ", "")
+    return [ord(c) for c in text] + [0], [ord(fields["c"])] if task == "count" else []
+
+
 @pytest.mark.parametrize("task", sorted(TASKS))
-def test_answers_equal_plain_python_from_the_question(task):
-    """Read the problem back from the question text, solve it in plain Python, and check the answer
-    text, the answer ids and Δ's inputs against it."""
+def test_answers_equal_reference_run_on_the_parsed_question(task):
+    """Read Δ's input back from the question text by the calling convention, run the task's library program on it
+    in the reference interpreter, and check the row's inputs, answer ids and answer text against that run."""
     n = get_builder(task).config.n
-    for row in sample_rows(task, 300):
-        question, answer, ids, memory, registers = (
-            row[k] for k in ("question", "answer", "answer_ids", "memory", "registers")
-        )
-        if task == "arithmetic":
-            op = row["operation"]
-            suffixes = ("", *arithmetic.MODULUS_SUFFIXES) if op in ("add", "sub", "mul") else ("",)
-            fields = parse(question, arithmetic.TEMPLATES[op], suffixes)
-            assert fields.get("n") in (None, str(n))
-            # Operand order read from the wording itself, not from the templates' field names:
-            # "Subtract 3 from 10", "add 3 to 10", "does 3 go into 10" name the second operand first.
-            numbers = [int(v) for v in re.findall(r"\d+", question)][:2]  # the modulus, if any, comes last
-            x, y = numbers[::-1] if re.search(r" from | to | go into ", question) else numbers
-            assert registers == [x, y] and memory == []
-            expected = [binary_op(op, x, y, n)]
-            assert answer == str(expected[0])
-        elif task.startswith("fibonacci"):
-            if task == "fibonacci":
-                fields = parse(question, fibonacci.TEMPLATES)
-                # Templates give the depth itself, x's index d1 = depth + 1, or the term number k = depth + 2.
-                depth = int(fields["d"]) if "d" in fields else int(fields.get("d1", fields.get("k", 0))) - 1
-                depth -= "k" in fields
-                x0, x1 = int(fields["a"]), int(fields["b"])
-                assert fields.get("n", str(n)) == str(n)
-            else:
-                x0, x1, depth = map(int, question.split())
-            sequence = [x0, x1]
-            while len(sequence) < depth + 2:
-                sequence.append((sequence[-1] + sequence[-2]) % n)
-            expected = [sequence[depth + 1]]
-            assert registers == [x0, x1, depth] and answer == str(expected[0]) and row["depth"] == depth
-        elif task in ("sort", "sort_spaced", "reverse"):
-            family = "sort" if task.startswith("sort") else "reverse"
-            chars = parse(question, sequences.TEMPLATES[family])["s"].replace(" ", "")
-            result = "".join(sorted(chars)) if family == "sort" else chars[::-1]
-            expected = [ord(c) for c in result]
-            assert memory == [ord(c) for c in chars] + [0] and registers == [] and row["length"] == len(chars)
-            assert answer.replace(" ", "") == result
-        elif task == "parity":
-            bits = parse(question, sequences.TEMPLATES["parity"])["s"]
-            expected = [bits.count("1") % 2]
-            assert memory == [int(b) for b in bits] and registers == [len(bits)] and answer == str(expected[0])
+    rows = [row for rows in splits_of(task).values() for row in rows]
+    rows = random.Random(task).sample(rows, 300) + splits_of(task).get(HELDOUT_SPLIT, [])[:60]
+    programs = assemble_library(sorted({row["program"] for row in rows}), n=n)
+    for row in rows:
+        if task == "fibonacci_minimal":
+            memory, registers = [], [int(v) for v in row["question"].split()]
         else:
-            fields = parse(question, sequences.TEMPLATES["addition"])
-            a, b = fields["a"], fields["b"]
-            assert len(a) == len(b) == row["length"] and (len(a) == 1 or a[0] != "0" and b[0] != "0")
-            total = int(a) + int(b)
-            expected = [int(d) for d in str(total).zfill(len(a) + 1)[::-1]]
-            assert memory == [int(d) for d in a[::-1] + b[::-1]] and registers == [len(a)] and answer == str(total)
-        assert ids == expected, row
+            memory, registers = parsed_input(row, parse_row(row, n)[1])
+        assert (memory, registers) == (row["memory"], row["registers"]), row
+        result = run_reference(programs[row["program"]], n, memory, registers, max_steps=20_000)
+        assert result.halted, row
+        assert read_answer(row, result.memory, result.registers) == row["answer_ids"], row
+        if row["answer_in"] == "register":
+            assert row["answer"] == str(result.registers[0])
+        else:
+            text = "".join(chr(v) for v in row["answer_ids"])
+            answer = row["answer"].replace(" ", "") if row["task"] == "sort_spaced" else row["answer"]
+            assert answer == (text.lstrip("0") or "0" if row["task"] == "addition" else text)
+
+
+def test_answers_equal_plain_python():
+    """The answers against plain Python on the question's fields (independent of the library)."""
+    for task in TEXT_TASKS:
+        n = get_builder(task).config.n
+        for row in sample_rows(task, 100):
+            fields = parse_row(row, n)[1]
+            if task == "arithmetic":
+                x, y = int(fields["x"]), int(fields["y"])
+                integer = {"add": x + y, "sub": x - y, "mul": x * y}.get(row["operation"])
+                expected = binary_op(row["operation"], x, y, n)
+                if integer is not None and integer != expected:  # wrapped: the question must say "mod n"
+                    assert fields.get("n") == str(n), row
+                if "n" not in fields:  # without "mod n" the integer answer is meant: it must be the answer
+                    assert integer in (None, expected), row
+            elif task.startswith("fibonacci"):
+                sequence = [int(fields["a"]), int(fields["b"])]
+                while len(sequence) < int(fields["d"]) + 2:
+                    sequence.append((sequence[-1] + sequence[-2]) % n)
+                expected = sequence[-1]
+            elif task == "addition":
+                expected = int(fields["a"].replace(" ", "")) + int(fields["b"].replace(" ", ""))
+            else:
+                text = fields["s"] if task != "sort_spaced" else fields["s"].replace(" ", "")
+                expected = {
+                    "sort": "".join(sorted(text)),
+                    "reverse": text[::-1],
+                    "count": str(text.count(fields.get("c", ""))),
+                    "strlen": str(len(text)),
+                    "parity": str(text.count("1") % 2),
+                }["sort" if task.startswith("sort") else task]
+            answer = row["answer"].replace(" ", "") if task == "sort_spaced" else row["answer"]
+            assert answer == str(expected), row
+
+
+def test_mixture_holds_every_task_as_its_own_builder_makes_it():
+    """`all`: each shared split holds every task (and only the rows that task's builder makes for it, with the
+    mixture's settings); each task's held-out lengths or depths are its own splits, at 2x and 4x its longest."""
+    splits = splits_of("all")
+    config = get_builder("all", **SMALL["all"]).config
+    assert set(config.tasks) == set(MIXTURE_TASKS) >= {"arithmetic", "fibonacci_linear", "count", "strlen", "addition"}
+    for task in config.tasks:
+        own = TASKS[task](config_name=task, **config.task_overrides(task)).make_splits()
+        for name in ("train", "validation", "test", HELDOUT_SPLIT):
+            assert [row for row in splits[name] if row["task"] == task] == own[name], (task, name)
+        ood = {name.removeprefix(f"{task}_"): rows for name, rows in splits.items() if name.startswith(f"{task}_ood_")}
+        assert ood == {name: rows for name, rows in own.items() if name.startswith("ood_")}, task
+        sizes = [row["length"] if row["depth"] < 0 else row["depth"] for row in own["train"]]
+        if task != "arithmetic":
+            held_out = sorted(
+                {row["length"] if row["depth"] < 0 else row["depth"] for rows in ood.values() for row in rows}
+            )
+            assert held_out == [2 * max(sizes), 4 * max(sizes)], task
+    assert sum(map(len, splits.values())) == sum(
+        len(rows)
+        for task in config.tasks
+        for rows in TASKS[task](config_name=task, **config.task_overrides(task)).make_splits().values()
+    )
+    with pytest.raises(ValueError, match="tasks item = 'fibonacci' is not allowed"):
+        get_builder("all", tasks=("sort", "fibonacci"))
 
 
 @pytest.mark.parametrize(
@@ -229,7 +337,7 @@ def test_answers_equal_plain_python_from_the_question(task):
         ("sort", {"separator": "a"}, r"separator = 'a' is not allowed"),
         ("reverse", {"alphabet": "aa"}, r"repeats a character"),
         ("parity", {"lengths": (3,), "examples_per_length": 100}, r"more than the 8 distinct parity inputs"),
-        ("addition", {"n": 16}, r"needs word size n >= 20"),
+        ("addition", {"n": 32}, r"needs word size n >= 58"),
         ("arithmetic", {"operations": ("add", "pow")}, r"operations item = 'pow' is not allowed"),
         ("arithmetic", {"n": 8}, r"size = 45151 is not allowed: an integer 1\.\.4\d\d"),
         ("arithmetic", {"train_fraction": 0.8, "validation_fraction": 0.2}, r"leave no test split"),
@@ -293,7 +401,7 @@ def test_cache_key_follows_generating_code_and_settings_not_file_names_or_card_t
     replace(moved / "card.py", "Synthetic data for augmenting Llama", "Generated data for augmenting Llama")
     replace(moved / "string_tasks.py", '"""Character-level sorting,', '"""Sorting the characters of a string,')
     edited = copy("edited_builders")
-    replace(edited / "sequences.py", """'Sort the string "{s}"',""", """'Sort this string "{s}"',""")
+    replace(edited / "sequences.py", '"Sort the string {s}",', '"Sort this string {s}",')
     script = (
         "import moved_builders, edited_builders; "
         "print(moved_builders.get_builder('sort').hash, edited_builders.get_builder('sort').hash)"

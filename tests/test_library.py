@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from modeling_llama_delta.library import (
     BINARY_PROGRAMS,
     LIBRARY,
+    MIN_WORD_SIZE,
     PROGRAM_NAMES,
     assemble_library,
     library_source,
@@ -29,7 +30,7 @@ from modeling_llama_delta.machine import DeltaMachine
 from modeling_llama_delta.reference import ReferenceResult, binary_op, run_reference
 
 N = 128
-ASSEMBLED = {n: assemble_library(n=n) for n in (128, 256)} | {20: assemble_library(["add_digits"], n=20)}
+ASSEMBLED = {n: assemble_library(n=n) for n in (128, 256)} | {58: assemble_library(["add_digits", "parity"], n=58)}
 SP = 6  # sp register index with 8 registers
 STACKED = ("fib_recursive", "fib_linear")  # programs that keep a stack from sp
 
@@ -52,7 +53,7 @@ def run(
     assert result.halted, f"{name} did not halt within {step_bound(name, size)} steps"
     assert result.steps <= step_bound(name, size)
     assert result.registers[SP] == registers[SP], f"{name} moved sp"
-    if name not in ("add_digits", *STACKED):  # their output / stack lies past the input
+    if name not in STACKED:  # their stack lies past the input
         assert result.memory[len(memory) :] == junk_memory, f"{name} wrote past its input"
     return result
 
@@ -97,8 +98,10 @@ def test_unknown_names_are_refused_with_the_known_ones():
 
 def test_minimum_machines():
     assert set(assemble_library()) == set(LIBRARY)
-    with pytest.raises(ValueError, match="add_digits.*n >= 20"):
-        assemble_library(["add_digits"], n=16)
+    with pytest.raises(ValueError, match="add_digits.*n >= 58"):
+        assemble_library(["add_digits"], n=57)
+    with pytest.raises(ValueError, match="parity.*n >= 50"):
+        assemble_library(["parity"], n=49)
     with pytest.raises(ValueError, match="sort.*num_registers >= 8"):
         assemble_library(["sort"], num_registers=7)
     assert min_registers("add") == 4 and min_registers("fib_recursive") == 6
@@ -190,40 +193,41 @@ def test_sort_property(chars, seed):
 def test_sum_and_parity(n):
     rng = random.Random(n + 5)
     for length in [0, 1, 2, n - 1] + [rng.randrange(3, n) for _ in range(20)]:
-        values = [rng.randrange(n) for _ in range(length)]
+        values = [rng.randrange(1, n) for _ in range(length)]
         if rng.random() < 0.3:
             values = [n - 1] * length  # wraps many times
-        result = run("sum", values, [length], length, rng, n=n)
+        result = run("sum", values + [0], [], length, rng, n=n)
         assert result.registers[0] == sum(values) % n and result.steps == step_bound("sum", length)
 
-        bits = [rng.randrange(2) for _ in range(length)]
-        result = run("parity", bits, [length], length, rng, n=n)
-        assert result.registers[0] == sum(bits) % 2 and result.steps == step_bound("parity", length)
-    # The array may fill a memory smaller than n (no terminator needed).
-    assert run("sum", [9] * 10, [10], 10, rng, memory_size=10).registers[0] == 90
+        bits = [rng.choice("01") for _ in range(length)]
+        result = run("parity", [ord(b) for b in bits] + [0], [], length, rng, n=n)
+        assert result.registers[0] == bits.count("1") % 2 and result.steps == step_bound("parity", length)
+    # The string may fill the memory, the terminator in its last cell.
+    assert run("sum", [9] * 10 + [0], [], 10, rng, memory_size=11).registers[0] == 90
+    assert run("parity", [ord("1")] * 7 + [0], [], 7, rng, memory_size=8).registers[0] == 1
 
 
-def digits_value(digits: list[int]) -> int:
-    return sum(d * 10**i for i, d in enumerate(digits))
+def numeral(digits: str) -> list[int]:
+    """A numeral's characters as Δ holds them: code points, most significant digit first."""
+    return [ord(d) for d in digits]
 
 
-@pytest.mark.parametrize("n", [20, 128, 256])  # 20: the smallest ROM that holds it
+@pytest.mark.parametrize("n", [58, 128, 256])  # 58: the smallest word that holds '9'
 def test_add_digits(n):
     rng = random.Random(n + 6)
-    longest = n // 2
+    longest = (n - 2) // 2
     for length in [0, 1, longest] + [rng.randrange(1, longest + 1) for _ in range(40)]:
-        a = [rng.randrange(10) for _ in range(length)]
-        b = [9 - d for d in a] if rng.random() < 0.3 else [rng.randrange(10) for _ in range(length)]
+        a = "".join(rng.choice("0123456789") for _ in range(length))
+        b = "".join(str(9 - int(d)) for d in a) if rng.random() < 0.3 else "".join(rng.choice("0123456789") for _ in a)
         if length and rng.random() < 0.3:
-            b[0] = min(9, b[0] + 1)  # with b = 9 - a this carries through every digit
-        result = run("add_digits", a + b, [length], length, rng, n=n)
-        total = result.memory[: length + 1]
-        assert digits_value(total) == digits_value(a) + digits_value(b), (a, b, total)
-        assert all(0 <= d <= 9 for d in total) and result.memory[length + 1 : 2 * length] == b[1:]
+            b = b[:-1] + str(min(9, int(b[-1]) + 1))  # with b = 9 - a this carries through every digit
+        result = run("add_digits", numeral(a) + [0] + numeral(b) + [0], [], length, rng, n=n)
+        expected = str(int(a or "0") + int(b or "0")).zfill(length + 1)
+        assert result.memory[: length + 2] == numeral(expected) + [0], (a, b, result.memory)
         assert result.steps == step_bound("add_digits", length)
-    all_nines = [9] * longest
-    result = run("add_digits", all_nines * 2, [longest], longest, rng, n=n)
-    assert result.memory[: longest + 1] == [8] + [9] * (longest - 1) + [1]
+    all_nines = numeral("9" * longest)
+    result = run("add_digits", all_nines + [0] + all_nines + [0], [], longest, rng, n=n)
+    assert result.memory[: longest + 2] == numeral("1" + "9" * (longest - 1) + "8") + [0]
 
 
 def random_case(name: str, size: int, n: int, rng: random.Random):
@@ -234,13 +238,16 @@ def random_case(name: str, size: int, n: int, rng: random.Random):
     if name in ("fib", *STACKED):
         x0, x1 = rng.randrange(n), rng.randrange(n)
         return [], [x0, x1, size], lambda r: r.registers[0] == fibonacci(x0, x1, size, n)
-    if name in ("sum", "parity"):
-        values = [rng.randrange(n if name == "sum" else 2) for _ in range(size)]
-        return values, [size], lambda r: r.registers[0] == sum(values) % (n if name == "sum" else 2)
+    if name == "sum":
+        values = [rng.randrange(1, n) for _ in range(size)]
+        return values + [0], [], lambda r: r.registers[0] == sum(values) % n
+    if name == "parity":
+        bits = "".join(rng.choice("01") for _ in range(size))
+        return numeral(bits) + [0], [], lambda r: r.registers[0] == bits.count("1") % 2
     if name == "add_digits":
-        a, b = [rng.randrange(10) for _ in range(size)], [rng.randrange(10) for _ in range(size)]
-        total = digits_value(a) + digits_value(b)
-        return a + b, [size], lambda r: digits_value(r.memory[: size + 1]) == total
+        a, b = ("".join(rng.choice("0123456789") for _ in range(size)) for _ in range(2))
+        total = numeral(str(int(a or "0") + int(b or "0")).zfill(size + 1)) + [0]
+        return numeral(a) + [0] + numeral(b) + [0], [], lambda r: r.memory[: size + 2] == total
     chars = [rng.randrange(1, n) for _ in range(size)]
     target = rng.choice(chars) if chars else 1
     expected = {
@@ -271,7 +278,7 @@ def test_minimum_machine_is_enough(name):
 @pytest.mark.parametrize("name", PROGRAM_NAMES)
 def test_delta_runs_every_library_program_exactly(name, alu):
     """Δ on one-hot inputs: the reference interpreter's final state, and the program's answer, on random inputs."""
-    n, size = 32, 6
+    n, size = (64 if name in MIN_WORD_SIZE else 32), 6  # 64: words that hold the code points of '0'..'9'
     rng = random.Random(f"{name}-{alu}")
     memory_size = memory_needed(name, size)
     cases = [random_case(name, rng.choice([0, 1, size]), n, rng) for _ in range(6)]

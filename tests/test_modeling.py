@@ -451,7 +451,8 @@ def test_format_answer():
     assert format_answer([3, 1, 2], "integers") == "3 1 2"
     assert format_answer([97, 98, 0, 99], "string") == "ab"
     assert format_answer([97, 98], "string") == "ab"
-    assert format_answer([4, 3, 2, 1, 0], "digits") == "1234"
+    assert format_answer([48, 49, 50, 51, 52, 0, 57], "digits") == "1234"  # the carry digit '0' in front
+    assert format_answer([48, 48], "digits") == "0" and format_answer([49, 48], "digits") == "10"
 
 
 def test_solve_writes_the_exact_answer(llama3_tokenizer):

@@ -17,7 +17,7 @@ from llama_delta import sft
 from llama_delta.collator import DeltaCollator
 from llama_delta.report import results_table
 from llama_delta.rom_check import assert_library_unchanged, library_snapshot
-from llama_delta.task_settings import delta_settings, elements_per_token, load_task_data
+from llama_delta.task_settings import delta_settings, elements_per_token, input_spans, load_task_data
 from llama_delta.text_baseline import parse_answer_text
 from llama_delta.tokenizer import load_llama3_tokenizer
 from modeling_llama_delta import LlamaDeltaForAlgorithmicQA, assemble
@@ -108,6 +108,17 @@ def test_trainable_programs_end_to_end(tmp_path):
     for name in config.delta_programs:  # the export's programs are what the trained ROM runs, as assembly
         text = (hub / "decompiled" / f"{name}.asm").read_text()
         assert text.endswith(decompiled[name]) and name in assemble(text, 128, 8).functions
+
+
+def test_count_end_to_end_with_heldout_phrasings(tmp_path):
+    """A task new with the calling convention (the character in r0, the string in memory), evaluated on its
+    held-out phrasings too."""
+    extra = ["--lengths", "3", "--ood_lengths", "4", "--dataset_size", "40", "--ood_size", "8"]
+    report = sft.main(tiny_args(tmp_path, "count", *extra, "--dataset_kwargs", '{"heldout_phrasing_size": 8}'))
+    check_results(report, tmp_path / "run", {"test", "heldout_phrasing", "ood_length_4"})
+    delta = report["delta"]
+    assert delta["programs"] == ["count"] and delta["delta_input_registers"] == 1
+    assert delta["delta_answer_source"] == "registers" and delta["delta_memory_size"] == 5  # length 4 + terminator
 
 
 def test_sort_end_to_end(tmp_path):
@@ -264,6 +275,21 @@ def test_sort_settings_fit_every_split(tmp_path):
     assert elements_per_token(spaced["train"], tokenizer) == 1
 
 
+def test_input_spans_find_the_input_however_it_is_quoted():
+    """`elements_per_token` and the separators read the input where the question writes it, from the row's memory:
+    in either quote or none, spaced out (sort_spaced), with spaces of its own, or as two numerals (addition)."""
+    string = [ord(c) for c in "ab cab"] + [0]
+    for question, span in [
+        ('Sort the string "ab cab"', (17, 23)),
+        ("sort 'ab cab', please", (6, 12)),
+        ("Reverse the string a b   c a b", (19, 30)),
+    ]:
+        assert input_spans(question, string) == [span], question
+    assert input_spans("How long is abc in alphabet?", [97, 98, 99, 0]) == [(12, 15)]  # not the "ab" of "alphabet"
+    numerals = [ord(c) for c in "12"] + [0] + [ord(c) for c in "312"] + [0]
+    assert input_spans("Add 12 and 312.", numerals) == [(4, 6), (11, 14)]
+
+
 def test_collator_pads_labels():
     tokenizer = load_llama3_tokenizer()
     rows = [{"question": 'Sort the string "ba"', "answer_ids": [97, 98]}, {"question": "x", "answer_ids": [5]}]
@@ -287,7 +313,8 @@ def test_library_check_detects_a_change():
 
 def test_answer_text_and_table():
     assert parse_answer_text(" abc", "string", 3) == [97, 98, 99]
-    assert parse_answer_text("1234", "digits", 5) == [4, 3, 2, 1, 0]
+    assert parse_answer_text("1234", "digits", 5) == [48, 49, 50, 51, 52]  # zero-padded to the L+1 digits
+    assert parse_answer_text("123", "digits", 2) == []
     assert parse_answer_text("12 x", "integers", 1) == [12] and parse_answer_text("none", "digits", 2) == []
     table = results_table(
         {"delta": {"test": {"exact_match": 0.5, "element_accuracy": 0.75, "num_examples": 4}}, "text_sft": {}}
