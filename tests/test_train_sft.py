@@ -95,6 +95,37 @@ def test_arithmetic_end_to_end(tmp_path, monkeypatch):
     assert model.config.delta_programs.keys() == {"add", "sub", "mul", "div", "mod", "min", "max"}
 
 
+def test_train_from_an_exported_folder_and_a_hub_repo(tmp_path):
+    """`--dataset_name` trains on a `data_builders.export` folder (two tasks, one config each) or on that data pushed
+    to a dataset repo (the local Hub), not on freshly generated data: the run's splits are the export's."""
+    from huggingface_hub import ModelCard
+
+    from data_builders import export_dataset
+    from tests.helpers.local_hub import local_hub
+
+    folder = tmp_path / "tasks"
+    sort = {"lengths": (3,), "ood_lengths": (4,), "examples_per_length": 40, "ood_examples_per_length": 16}
+    with local_hub(tmp_path / "hub") as hub:
+        repo = hub.repo_id("llama-delta-tasks")
+        exported = {
+            "arithmetic": export_dataset("arithmetic", folder, cache_dir=tmp_path / "export", size=200, seed=3),
+            "sort": export_dataset("sort", folder, push_to=repo, cache_dir=tmp_path / "export", **sort),
+        }
+        from_repo = sft.main(tiny_args(tmp_path / "repo", "sort", "--dataset_name", repo))
+    from_folder = sft.main(tiny_args(tmp_path / "folder", "arithmetic", "--dataset_name", str(folder)))
+    for report, task, source in [(from_folder, "arithmetic", str(folder)), (from_repo, "sort", repo)]:
+        assert report["splits"] == exported[task].num_rows and report["dataset"] == source
+        run = tmp_path / ("folder" if task == "arithmetic" else "repo") / "run"
+        check_results(report, run, set(exported[task]) - {"train", "validation"})
+        card = ModelCard.load(run / "hub" / "README.md").data
+        assert card.datasets == [source] and card.eval_results[0].dataset_type == source
+    with pytest.raises(SystemExit, match="--dataset_size set how the data is generated"):
+        sft.parse_args(["--task", "arithmetic", "--dataset_name", str(folder), "--dataset_size", "10"])
+    # datasets' own error names the folder's configs
+    with pytest.raises(ValueError, match=r"'fibonacci' not found. Available: \['arithmetic', 'sort'\]"):
+        sft.main(tiny_args(tmp_path / "missing", "fibonacci", "--dataset_name", str(folder)))
+
+
 def test_trainable_programs_end_to_end(tmp_path):
     extra = ["--dataset_size", "100", "--trainable_programs", "--program_sharpness", "8"]
     sft.main(tiny_args(tmp_path, "arithmetic", *extra))
