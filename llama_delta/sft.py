@@ -40,14 +40,14 @@ from .backbones import load_llama_backbone, minimal_llama_config, smollm2_gguf_p
 from .build import build_delta_model
 from .callbacks import StopAtExactMatch
 from .collator import DeltaCollator
-from .export import export_for_hub, push_to_hub
+from .export import export_for_hub, export_text_baseline, push_to_hub
 from .metrics import argmax_logits, breakdowns_from, make_compute_metrics
 from .plotting import plot_learning_curves
 from .presets import defaults_argv, resume_argument
 from .report import machine_description, measured_results, results_table, train_summary
 from .rom_check import assert_library_unchanged, library_snapshot
 from .task_settings import TASK_ANSWER_FORMAT, TASK_LIBRARY, delta_settings, load_task_data
-from .text_baseline import generate_answers, prompt_completion, score_text_answers
+from .text_baseline import PROMPT_SUFFIX, generate_answers, prompt_completion, score_text_answers
 from .tokenizer import load_llama3_tokenizer
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configuration"
@@ -181,8 +181,8 @@ def parse_args(argv: list[str]) -> tuple[ScriptArguments, BackboneConfig, Traini
             f"--{', --'.join(generation)} set how the data is generated; --dataset_name "
             f"{script_args.dataset_name} loads data as it is (drop one of them)"
         )
-    if training_args.push_to_hub and (script_args.method != "delta" or not training_args.hub_model_id):
-        raise SystemExit("--push_to_hub uploads the Δ model's export: it needs --method delta and --hub_model_id")
+    if training_args.push_to_hub and not training_args.hub_model_id:
+        raise SystemExit("--push_to_hub uploads the run's export (output_dir/hub): it needs --hub_model_id")
     if script_args.early_stopping_patience and script_args.method != "delta":
         raise SystemExit("--early_stopping_patience applies to --method delta (the baseline is scored after training)")
     if "tensorboard" in training_args.report_to and not any(
@@ -406,7 +406,7 @@ def train_text_sft(
     )
     train_output = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
     answer_format = TASK_ANSWER_FORMAT.get(args.task, "integers")
-    results = {}
+    results, new_tokens = {}, {}
     if trainer.is_world_process_zero():  # generation is not sharded: one process scores every split
         for name, split in data.items():
             if name in IN_DISTRIBUTION:
@@ -415,13 +415,15 @@ def train_text_sft(
                 len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"]) for answer in split["answer"]
             )
             prompts = text[name]["prompt"]
+            new_tokens[name] = longest + 2
             answers = generate_answers(
-                trainer.model, tokenizer, prompts, longest + 2, training_args.per_device_eval_batch_size
+                trainer.model, tokenizer, prompts, new_tokens[name], training_args.per_device_eval_batch_size
             )
             results[name] = score_text_answers(answers, split, answer_format)
     adapter = save_adapter(trainer.model, training_args) if model_args.use_peft else None  # before merging
     final = trainer.model.merge_and_unload() if model_args.use_peft else trainer.model
-    return Run(results, train_summary(train_output), final, trainer, adapter)
+    details = {**train_summary(train_output), "max_new_tokens": new_tokens}  # what each split was generated with
+    return Run(results, details, final, trainer, adapter)
 
 
 def base_model_id(model_args: BackboneConfig) -> str | None:
@@ -495,36 +497,37 @@ def main(argv: list[str] | None = None) -> dict:
     print(results_table(table))
 
     export_dir = Path(args.export_dir) if args.export_dir else out_dir / "hub"
+    card = {
+        "results": measured_results(report, args.dataset_name or GENERATED_DATA),
+        "base_model": base_model_id(model_args),
+        "datasets": [args.dataset_name] if args.dataset_name else None,
+        "repo_id": training_args.hub_model_id,
+        "hyperparameters": extract_hyperparameters_from_trainer(trainer),
+        "overwrite": True,
+    }
+    example_split = "test" if "test" in data else "train"
+    example = data[example_split][0]["question"]
     if args.method == "delta":
-        export_for_hub(
-            model,
-            tokenizer,
-            export_dir,
-            results=measured_results(report, args.dataset_name or GENERATED_DATA),
-            base_model=base_model_id(model_args),
-            datasets=[args.dataset_name] if args.dataset_name else None,
-            repo_id=training_args.hub_model_id,
-            example_question=data["test"][0]["question"] if "test" in data else data["train"][0]["question"],
-            hyperparameters=extract_hyperparameters_from_trainer(trainer),
-            overwrite=True,
-        )
-        if push:
-            push_to_hub(
-                export_dir,
-                training_args.hub_model_id,
-                private=training_args.hub_private_repo,
-                token=training_args.hub_token,
-                revision=training_args.hub_revision,
-            )
+        export_for_hub(model, tokenizer, export_dir, example_question=example, **card)
     else:
-        model.save_pretrained(export_dir)
-        tokenizer.save_pretrained(export_dir)
+        new_tokens = max(details["max_new_tokens"].values(), default=16)  # enough for every split's answers
+        export_text_baseline(
+            model, tokenizer, export_dir, example_prompt=example + PROMPT_SUFFIX, max_new_tokens=new_tokens, **card
+        )
     if adapter is not None and resolve_backbone(args, model_args)[0] is None:
         print("no adapter in the export: LoRA on a backbone trained from scratch is only usable merged (its frozen")
         print(f"random initialisation is not saved); the adapter is in {adapter}")
     elif adapter is not None:
         shutil.copytree(adapter, export_dir / ADAPTER_DIR)
         report["adapter_dir"] = str(export_dir / ADAPTER_DIR)
+    if push:
+        push_to_hub(
+            export_dir,
+            training_args.hub_model_id,
+            private=training_args.hub_private_repo,
+            token=training_args.hub_token,
+            revision=training_args.hub_revision,
+        )
     report["export_dir"] = str(export_dir)
     report["wall_time_s"] = time.time() - started
     (out_dir / "results.json").write_text(json.dumps(report, indent=2))

@@ -158,13 +158,28 @@ def test_sort_end_to_end(tmp_path):
     assert config["delta_max_steps"] == step_bound("sort", 4)  # the export handles the held-out length
 
 
-def test_text_sft_baseline(tmp_path, capsys):
+def test_text_sft_baseline(tmp_path, capsys, monkeypatch):
+    """The baseline runs, prints beside a Δ run's results, and is exported (its own card) and pushed like Δ."""
+    from huggingface_hub import ModelCard
+
+    from llama_delta import export
+    from tests.test_model_card import RecordingApi
+
+    monkeypatch.setattr(export, "HfApi", RecordingApi)
+    monkeypatch.setattr(RecordingApi, "calls", [])
     delta = {"method": "delta", "results": {"test": {"exact_match": 0.125, "element_accuracy": 0.5, "num_examples": 8}}}
     (tmp_path / "delta.json").write_text(json.dumps(delta))
     extra = ["--dataset_size", "100", "--method", "text_sft", "--compare_with", str(tmp_path / "delta.json")]
-    report = sft.main(tiny_args(tmp_path, "arithmetic", *extra))
+    report = sft.main(tiny_args(tmp_path, "arithmetic", *extra, "--push_to_hub", "--hub_model_id", "me/tiny-text"))
     check_results(report, tmp_path / "run", {"test"})
-    assert report["method"] == "text_sft" and (tmp_path / "run" / "hub" / "model.safetensors").is_file()
+    hub = tmp_path / "run" / "hub"
+    assert report["method"] == "text_sft" and (hub / "model.safetensors").is_file() and not list(hub.glob("*.py"))
+    card = ModelCard.load(hub / "README.md")
+    assert card.data.pipeline_tag == "text-generation" and card.data.license == "apache-2.0"  # scratch: ours
+    assert card.data.hyperparameters["learning_rate"] == 1e-2 and card.data.hyperparameters["num_epochs"] == 1
+    assert card.data.eval_results[0].metric_value == report["results"]["test"]["exact_match"]
+    assert 'pipeline("text-generation", model="me/tiny-text")' in card.text and "\\nAnswer:" in card.text
+    assert [call[0] for call in RecordingApi.calls] == ["HfApi", "create_repo", "upload_folder"]
     printed = capsys.readouterr().out
     assert "text_sft exact" in printed and "delta exact" in printed and "12.50%" in printed  # side by side
 
