@@ -370,7 +370,7 @@ def train_delta(
         metrics = trainer.evaluate(split, metric_key_prefix=name)
         prefix = f"{name}_"  # the Trainer adds an unprefixed `epoch`: not a result of the split
         results[name] = {key.removeprefix(prefix): value for key, value in metrics.items() if key.startswith(prefix)}
-    adapter = save_adapter(trainer.model, training_args) if model_args.use_peft else None  # before merging
+    adapter = save_adapter(trainer) if model_args.use_peft else None
     final = trainer.model.merge_and_unload() if model_args.use_peft else trainer.model
     final.resize_delta(max_steps=delta_config["delta_max_steps"])  # what `solve` needs for the longest held-out input
     details = {"delta": settings.describe(), "delta_steps_in_training": train_steps, **train_summary(train_output)}
@@ -420,7 +420,7 @@ def train_text_sft(
                 trainer.model, tokenizer, prompts, new_tokens[name], training_args.per_device_eval_batch_size
             )
             results[name] = score_text_answers(answers, split, answer_format)
-    adapter = save_adapter(trainer.model, training_args) if model_args.use_peft else None  # before merging
+    adapter = save_adapter(trainer) if model_args.use_peft else None
     final = trainer.model.merge_and_unload() if model_args.use_peft else trainer.model
     details = {**train_summary(train_output), "max_new_tokens": new_tokens}  # what each split was generated with
     return Run(results, details, final, trainer, adapter)
@@ -436,12 +436,14 @@ def base_model_id(model_args: BackboneConfig) -> str | None:
     return None if Path(name).exists() else name
 
 
-def save_adapter(model, training_args: TrainingArguments) -> Path:
-    """Save the trained LoRA adapter (a `PeftModel`) as PEFT does, `adapter_config.json` and
-    `adapter_model.safetensors` (for a Δ model the Δ head too, trained in full), in `output_dir/adapter`;
-    `PeftModel.from_pretrained(base, folder)` puts it back on the backbone it was trained on."""
-    folder = Path(training_args.output_dir) / ADAPTER_DIR
-    model.save_pretrained(folder, safe_serialization=True)
+def save_adapter(trainer: Trainer) -> Path | None:
+    """With `--use_peft`, before merging: save the trained LoRA adapter as PEFT does, `adapter_config.json` and
+    `adapter_model.safetensors` (for a Δ model the Δ head too, trained in full), in `output_dir/adapter`, from the
+    main process; `PeftModel.from_pretrained(base, folder)` puts it back on the backbone it was trained on."""
+    if not trainer.is_world_process_zero():
+        return None
+    folder = Path(trainer.args.output_dir) / ADAPTER_DIR
+    trainer.model.save_pretrained(folder, safe_serialization=True)
     return folder
 
 
@@ -505,8 +507,7 @@ def main(argv: list[str] | None = None) -> dict:
         "hyperparameters": extract_hyperparameters_from_trainer(trainer),
         "overwrite": True,
     }
-    example_split = "test" if "test" in data else "train"
-    example = data[example_split][0]["question"]
+    example = data["test" if "test" in data else "train"][0]["question"]
     if args.method == "delta":
         export_for_hub(model, tokenizer, export_dir, example_question=example, **card)
     else:
