@@ -13,6 +13,8 @@ Usage (a preset per model under configuration/, `--preset tiny` by default; late
     python train_sft.py --preset smollm2-135m --task sort_spaced
     # the paper's §4.3 recipe (GPU, bf16): full fine-tuning, lr 1e-5, batch 2, 70% train split
     python train_sft.py --preset llama-3.2-1b --task sort --push_to_hub --hub_model_id you/llama-3.2-1b-delta-sort
+    # train on shared data: a folder from `python -m data_builders.export` or a Hub dataset repo (config = the task)
+    python train_sft.py --task sort --dataset_name data/llama-delta-tasks
     # LoRA instead of full fine-tuning (the Δ head is trained in full), gradient (activation) checkpointing, resuming
     python train_sft.py --task arithmetic --use_peft --activation_checkpointing --resume_from_checkpoint last
     # DDP on CPU (gloo is chosen when WORLD_SIZE is set and there is no GPU)

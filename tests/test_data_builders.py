@@ -33,6 +33,7 @@ from data_builders import (
     read_answer,
     sequences,
 )
+from data_builders.export import main as export_main
 from modeling_llama_delta.library import assemble_library
 from modeling_llama_delta.reference import binary_op, run_reference
 
@@ -440,6 +441,34 @@ def test_export_parquet_and_card(tmp_path):
     assert '"separator": " "' in card.text and key in card.text
 
 
+def test_two_tasks_in_one_folder_one_config_each(tmp_path):
+    """The export CLI writes two tasks into one folder; exporting one of them again replaces only its part (a split
+    it no longer has is gone), and `load_dataset(folder, task)` reads each task back row for row."""
+    out, cache = tmp_path / "tasks", tmp_path / "cache"
+    small = {"sort": {"examples_per_length": 20, "ood_examples_per_length": 5}, "arithmetic": {"size": 300}}
+    common = ["--out", str(out), "--cache_dir", str(cache)]
+    export_main(["--task", "sort", "arithmetic", *common, "--overrides", json.dumps(small)])
+    small["sort"]["ood_lengths"] = [16]  # the held-out length 24 dropped
+    export_main(["--task", "sort", *common, "--overrides", json.dumps({"sort": small["sort"]})])
+    card = DatasetCard.load(out / "README.md")
+    assert [config["config_name"] for config in card.data.configs] == ["arithmetic", "sort"]
+    assert card.text.count("<!-- task: sort -->") == card.text.count("<!-- task: arithmetic -->") == 1
+    assert "ood_length_24" not in card.text and not list((out / "sort").glob("ood_length_24-*"))
+    infos = {info["config_name"]: info for info in card.data.dataset_info}
+    total = 0
+    for task, settings in small.items():
+        expected = load_task(
+            task, cache_dir=cache, **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+        )
+        loaded = datasets.load_dataset(str(out), task, cache_dir=str(tmp_path / f"reload_{task}"))
+        assert {s: d.to_list() for s, d in loaded.items()} == {s: d.to_list() for s, d in expected.items()}
+        assert {split["name"]: split["num_examples"] for split in infos[task]["splits"]} == expected.num_rows
+        total += sum(expected.num_rows.values())
+    assert card.data.size_categories == ("n<1K" if total < 1000 else "1K<n<10K")  # both tasks' rows together
+    with pytest.raises(SystemExit):
+        export_main(["--task", "sort", *common, "--overrides", '{"parity": {}}'])  # a task that is not exported
+
+
 def test_paper_sized_arithmetic_generates_in_seconds(tmp_path):
     start = time.perf_counter()
     dataset = load_task("arithmetic", cache_dir=tmp_path)
@@ -450,14 +479,21 @@ def test_paper_sized_arithmetic_generates_in_seconds(tmp_path):
 
 
 def test_push_to_hub_and_load_back(tmp_path):
+    """Two tasks pushed one after the other to one dataset repo: both configs load, the card describes both."""
     from tests.helpers.local_hub import local_hub
 
     with local_hub(tmp_path / "hub") as hub:
         repo = hub.repo_id("algorithmic-tasks")
-        pushed = export_dataset(
-            "parity", tmp_path / "out", push_to=repo, cache_dir=tmp_path / "cache", **SMALL["parity"]
-        )
-        loaded = datasets.load_dataset(repo, "parity", cache_dir=str(tmp_path / "reload"))
+        pushed = {
+            task: export_dataset(task, tmp_path / "out", push_to=repo, cache_dir=tmp_path / "cache", **SMALL[task])
+            for task in ("parity", "reverse")
+        }
+        loaded = {
+            task: datasets.load_dataset(repo, task, cache_dir=str(tmp_path / f"reload_{task}")) for task in pushed
+        }
         card = DatasetCard.load(repo, repo_type="dataset")
-    assert {s: d.to_list() for s, d in loaded.items()} == {s: d.to_list() for s, d in pushed.items()}
-    assert card.data.license == "apache-2.0" and card.data.configs[0]["config_name"] == "parity"
+    for task in pushed:
+        assert {s: d.to_list() for s, d in loaded[task].items()} == {s: d.to_list() for s, d in pushed[task].items()}
+        assert f"<!-- task: {task} -->" in card.text
+    assert card.data.license == "apache-2.0"
+    assert [config["config_name"] for config in card.data.configs] == ["parity", "reverse"]

@@ -1,17 +1,23 @@
 """The rendered card's metadata: the license follows the base model, `pipeline_tag`, the training hyperparameters
-and the framework versions; `push_to_hub` passes `private`, `token` and `revision` on to the Hub client."""
+and the framework versions; `push_to_hub` passes `private`, `token` and `revision` on to the Hub client. The cards'
+usage snippets (the Δ model's and the text baseline's) run as printed, in a fresh process."""
 
+import ast
 import importlib.metadata
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
 from huggingface_hub import ModelCard
 
 from llama_delta import export
-from llama_delta.export import base_model_license, export_for_hub, push_to_hub
+from llama_delta.export import MeasuredResult, base_model_license, export_for_hub, export_text_baseline, push_to_hub
 from modeling_llama_delta import LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA
 from tests.helpers.configs import TINY_LLAMA
 from tests.test_export import char_tokenizer
+from tests.test_remote_code import fresh_process_environment
 
 HYPERPARAMETERS = {"learning_rate": 0.001, "train_batch_size": 32, "seed": 0, "num_epochs": 4}
 
@@ -91,3 +97,74 @@ def test_push_passes_private_token_and_revision(model, tmp_path, monkeypatch):
     push_to_hub(folder, "me/tiny")  # defaults: the logged-in token, the org's default visibility, main
     assert [call[0] for call in RecordingApi.calls] == ["HfApi", "create_repo", "upload_folder"]
     assert RecordingApi.calls[0] == ("HfApi", None) and RecordingApi.calls[2][2] is None
+
+
+def run_card_snippets(folder, repo_id: str, tmp_path) -> list:
+    """Run the card's ```python blocks, with `repo_id` pointing at `folder`, in a fresh interpreter (no project on
+    its path, stdin closed so that a trust-remote-code prompt fails); what each `print` printed."""
+    text = (folder / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert blocks and all(f'"{repo_id}"' in block for block in blocks), text
+    script = "\n".join(blocks).replace(f'"{repo_id}"', repr(str(folder)))
+    (tmp_path / "elsewhere").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path / "elsewhere",
+        env=fresh_process_environment(tmp_path, HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return [ast.literal_eval(line) for line in result.stdout.splitlines() if line.startswith("[")]
+
+
+def test_delta_card_usage_runs_as_printed(model, tmp_path):
+    """model.solve and the algorithmic-qa pipeline, as the card prints them, answer as `solve` does here; a
+    question with quotes stays one Python string."""
+    question = 'What is "7" plus 5?'
+    folder = export_for_hub(model, char_tokenizer(), tmp_path / "card", repo_id="me/tiny", example_question=question)
+    solved, piped = run_card_snippets(folder, "me/tiny", tmp_path)
+    expected = model.solve([question], char_tokenizer())
+    assert solved == expected and piped == [{"answer": answer} for answer in expected]
+
+
+def test_text_baseline_export_card_and_usage(tmp_path):
+    """The text baseline's export: a plain causal LM (no remote code) with its own card: metadata as the Δ model's
+    (license of the base model, hyperparameters, results), `pipeline_tag` text-generation, and a usage snippet that
+    generates what the pipeline generates here."""
+    from transformers import LlamaConfig, LlamaForCausalLM, pipeline
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**TINY_LLAMA)).eval()
+    result = MeasuredResult("me/tasks", "sort", "test", "exact_match", 0.25, 8, "python train_sft.py", 0, "cpu")
+    prompt = 'Sort the string "cba"\nAnswer:'
+    folder = export_text_baseline(
+        model,
+        char_tokenizer(),
+        tmp_path / "text",
+        results=[result],
+        base_model="meta-llama/Llama-3.2-1B",
+        datasets="me/tasks",
+        repo_id="me/tiny-text",
+        example_prompt=prompt,
+        max_new_tokens=5,
+        hyperparameters=HYPERPARAMETERS,
+    )
+    assert {"README.md", "config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    assert not list(folder.glob("*.py")) and "auto_map" not in (folder / "config.json").read_text()
+    card = ModelCard.load(folder / "README.md")
+    data = card.data
+    assert (data.license, data.pipeline_tag, data.base_model) == (
+        "llama3.2",
+        "text-generation",
+        "meta-llama/Llama-3.2-1B",
+    )
+    assert data.hyperparameters == HYPERPARAMETERS and data.datasets == ["me/tasks"] and "custom_code" not in data.tags
+    assert data.eval_results[0].metric_value == 0.25 and "| test | exact_match | 0.25 | 8 | 0 |" in card.text
+    (generated,) = run_card_snippets(folder, "me/tiny-text", tmp_path)
+    here = pipeline("text-generation", model=str(folder))(
+        prompt, max_new_tokens=5, do_sample=False, return_full_text=False
+    )
+    assert generated == here and len(generated[0]["generated_text"]) > 0

@@ -95,6 +95,37 @@ def test_arithmetic_end_to_end(tmp_path, monkeypatch):
     assert model.config.delta_programs.keys() == {"add", "sub", "mul", "div", "mod", "min", "max"}
 
 
+def test_train_from_an_exported_folder_and_a_hub_repo(tmp_path):
+    """`--dataset_name` trains on a `data_builders.export` folder (two tasks, one config each) or on that data pushed
+    to a dataset repo (the local Hub), not on freshly generated data: the run's splits are the export's."""
+    from huggingface_hub import ModelCard
+
+    from data_builders import export_dataset
+    from tests.helpers.local_hub import local_hub
+
+    folder = tmp_path / "tasks"
+    sort = {"lengths": (3,), "ood_lengths": (4,), "examples_per_length": 40, "ood_examples_per_length": 16}
+    with local_hub(tmp_path / "hub") as hub:
+        repo = hub.repo_id("llama-delta-tasks")
+        exported = {
+            "arithmetic": export_dataset("arithmetic", folder, cache_dir=tmp_path / "export", size=200, seed=3),
+            "sort": export_dataset("sort", folder, push_to=repo, cache_dir=tmp_path / "export", **sort),
+        }
+        from_repo = sft.main(tiny_args(tmp_path / "repo", "sort", "--dataset_name", repo))
+    from_folder = sft.main(tiny_args(tmp_path / "folder", "arithmetic", "--dataset_name", str(folder)))
+    for report, task, source in [(from_folder, "arithmetic", str(folder)), (from_repo, "sort", repo)]:
+        assert report["splits"] == exported[task].num_rows and report["dataset"] == source
+        run = tmp_path / ("folder" if task == "arithmetic" else "repo") / "run"
+        check_results(report, run, set(exported[task]) - {"train", "validation"})
+        card = ModelCard.load(run / "hub" / "README.md").data
+        assert card.datasets == [source] and card.eval_results[0].dataset_type == source
+    with pytest.raises(SystemExit, match="--dataset_size set how the data is generated"):
+        sft.parse_args(["--task", "arithmetic", "--dataset_name", str(folder), "--dataset_size", "10"])
+    # datasets' own error names the folder's configs
+    with pytest.raises(ValueError, match=r"'fibonacci' not found. Available: \['arithmetic', 'sort'\]"):
+        sft.main(tiny_args(tmp_path / "missing", "fibonacci", "--dataset_name", str(folder)))
+
+
 def test_trainable_programs_end_to_end(tmp_path):
     extra = ["--dataset_size", "100", "--trainable_programs", "--program_sharpness", "8"]
     sft.main(tiny_args(tmp_path, "arithmetic", *extra))
@@ -138,13 +169,28 @@ def test_sort_end_to_end(tmp_path):
     assert config["delta_max_steps"] == step_bound("sort", 4)  # the export handles the held-out length
 
 
-def test_text_sft_baseline(tmp_path, capsys):
+def test_text_sft_baseline(tmp_path, capsys, monkeypatch):
+    """The baseline runs, prints beside a Δ run's results, and is exported (its own card) and pushed like Δ."""
+    from huggingface_hub import ModelCard
+
+    from llama_delta import export
+    from tests.test_model_card import RecordingApi
+
+    monkeypatch.setattr(export, "HfApi", RecordingApi)
+    monkeypatch.setattr(RecordingApi, "calls", [])
     delta = {"method": "delta", "results": {"test": {"exact_match": 0.125, "element_accuracy": 0.5, "num_examples": 8}}}
     (tmp_path / "delta.json").write_text(json.dumps(delta))
     extra = ["--dataset_size", "100", "--method", "text_sft", "--compare_with", str(tmp_path / "delta.json")]
-    report = sft.main(tiny_args(tmp_path, "arithmetic", *extra))
+    report = sft.main(tiny_args(tmp_path, "arithmetic", *extra, "--push_to_hub", "--hub_model_id", "me/tiny-text"))
     check_results(report, tmp_path / "run", {"test"})
-    assert report["method"] == "text_sft" and (tmp_path / "run" / "hub" / "model.safetensors").is_file()
+    hub = tmp_path / "run" / "hub"
+    assert report["method"] == "text_sft" and (hub / "model.safetensors").is_file() and not list(hub.glob("*.py"))
+    card = ModelCard.load(hub / "README.md")
+    assert card.data.pipeline_tag == "text-generation" and card.data.license == "apache-2.0"  # scratch: ours
+    assert card.data.hyperparameters["learning_rate"] == 1e-2 and card.data.hyperparameters["num_epochs"] == 1
+    assert card.data.eval_results[0].metric_value == report["results"]["test"]["exact_match"]
+    assert 'pipeline("text-generation", model="me/tiny-text")' in card.text and "\\nAnswer:" in card.text
+    assert [call[0] for call in RecordingApi.calls] == ["HfApi", "create_repo", "upload_folder"]
     printed = capsys.readouterr().out
     assert "text_sft exact" in printed and "delta exact" in printed and "12.50%" in printed  # side by side
 
@@ -196,7 +242,7 @@ def test_learning_curves_from_a_tiny_run(tmp_path):
     ],
 )
 def test_best_epoch_respects_the_users_metric(flags, metric, greater, load_best, capsys):
-    args, training = sft.parse_args(["--task", "sort", *flags])
+    args, _, training = sft.parse_args(["--task", "sort", *flags])
     sft.choose_best_epoch(args, training, has_validation=True)
     assert (training.metric_for_best_model, training.greater_is_better) == (metric, greater)
     assert training.load_best_model_at_end == load_best
@@ -204,7 +250,7 @@ def test_best_epoch_respects_the_users_metric(flags, metric, greater, load_best,
     assert ("keep_best_epoch: off for this run" in printed) == (flags[:2] == ["--save_strategy", "no"])
     if metric:
         assert f"best epoch by eval_{metric}" in printed
-    args, training = sft.parse_args(["--task", "sort", "--eval_strategy", "no", "--early_stopping_patience", "1"])
+    args, _, training = sft.parse_args(["--task", "sort", "--eval_strategy", "no", "--early_stopping_patience", "1"])
     with pytest.raises(SystemExit, match="--early_stopping_patience needs a validation split"):
         sft.choose_best_epoch(args, training, has_validation=True)
 
@@ -230,6 +276,41 @@ def test_peft_and_resume(tmp_path):
     assert (tmp_path / "run" / "hub" / "model.safetensors").is_file()
 
 
+def test_peft_exports_an_adapter_that_reproduces_the_merged_model(tmp_path):
+    """`--use_peft` on a pretrained backbone (a tiny saved Llama): the export holds the merged model and, in
+    `adapter/`, the trained LoRA adapter with the Δ head; `PeftModel.from_pretrained` puts it on a model built from the
+    same backbone, and gives the merged model's answer log-probabilities."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM
+
+    from llama_delta.backbones import minimal_llama_config
+    from llama_delta.build import DELTA_FIELDS, build_delta_model
+
+    backbone, tokenizer = tmp_path / "backbone", load_llama3_tokenizer()
+    LlamaForCausalLM(minimal_llama_config(**json.loads(TINY_BACKBONE))).save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    args = tiny_args(tmp_path, "arithmetic", "--dataset_size", "200", "--use_peft", "--lora_r", "4")
+    args = [arg for arg in args if arg not in ("--backbone_kwargs", TINY_BACKBONE)]  # from_pretrained kwargs now
+    report = sft.main([*args, "--model_name_or_path", str(backbone)])
+    hub = tmp_path / "run" / "hub"
+    assert report["adapter_dir"] == str(hub / "adapter")
+    adapter = load_file(hub / "adapter" / "adapter_model.safetensors")
+    lora_b = [tensor for name, tensor in adapter.items() if "lora_B" in name]
+    assert lora_b and any(tensor.abs().sum() > 0 for tensor in lora_b)  # trained (LoRA's B starts at zero)
+    assert any(name.startswith("base_model.model.delta_head.") for name in adapter)
+    merged = LlamaDeltaForAlgorithmicQA.from_pretrained(hub).eval()
+    base = build_delta_model(str(backbone), **{name: getattr(merged.config, name) for name in DELTA_FIELDS}).eval()
+    questions = ["What is 17 times 5?", "What is 100 minus 58?", "What is 9 plus 30?"]
+    batch = tokenizer(questions, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = merged(**batch).answer_logits
+        adapted = PeftModel.from_pretrained(base, hub / "adapter").eval()
+        torch.testing.assert_close(adapted(**batch).answer_logits, expected, atol=1e-5, rtol=1e-5)
+        with adapted.disable_adapter():  # the backbone and Δ head it was built with answer otherwise
+            assert not torch.allclose(adapted(**batch).answer_logits, expected, atol=1e-3)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -245,11 +326,13 @@ def test_argument_errors_are_clear(argv, message, capsys, tmp_path):
 
 
 def test_preset_and_flags():
-    args, training = sft.parse_args(["--task", "sort", "--learning_rate", "0.5", "--lengths", "5", "6"])
+    args, model_args, training = sft.parse_args(["--task", "sort", "--learning_rate", "0.5", "--lengths", "5", "6"])
     assert training.learning_rate == 0.5 and args.lengths == [5, 6]  # later flags win
-    assert training.per_device_train_batch_size == 32 and args.backbone == "scratch"  # the tiny preset
+    assert training.per_device_train_batch_size == 32 and model_args.model_name_or_path == "scratch"  # the preset
+    assert not model_args.use_peft and len(model_args.lora_target_modules) == 7  # trl's ModelConfig, our defaults
     assert args.ood_lengths == [16] and training.output_dir == "runs/tiny-sort-delta"  # its sort budget
-    _, training = sft.parse_args(["--task", "sort", "--preset", "llama-3.2-1b"])
+    _, model_args, training = sft.parse_args(["--task", "sort", "--preset", "llama-3.2-1b"])
+    assert model_args.model_name_or_path == "meta-llama/Llama-3.2-1B"
     assert training.learning_rate == 1e-5 and training.per_device_train_batch_size == 2
     assert training.bf16 == torch.cuda.is_available()  # bf16 on GPU only
 
