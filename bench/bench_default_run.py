@@ -63,7 +63,7 @@ def main() -> None:
         "command": "python " + " ".join(COMMAND),
         "base": args.base,
         "head": head.strip() + (" (+ uncommitted changes)" if _dirty() else ""),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_model()}",
         "torch": torch.__version__,
         "before": before,
         "after": after,
@@ -71,6 +71,11 @@ def main() -> None:
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+
+
+def cpu_model() -> str:
+    names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+    return names[0] if names else platform.processor() or "unknown CPU"
 
 
 def _dirty() -> bool:
