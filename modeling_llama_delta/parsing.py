@@ -217,14 +217,13 @@ class TokenParser(DeltaParser):
         ).sum(-1)
         values, log_q_values = sample_categorical(parsed.elements, samples)  # (B, S, E, n); a copied value: log q 0
         log_q = log_q + log_q_values
-        cells = compact_elements(emitted.flatten(0, 1), values.flatten(0, 1), c)  # (B·S, C, n): exact on 0/1 gates
+        cells = compact_emitted(emitted.flatten(0, 1), values.flatten(0, 1), c)  # (B·S, C, n) one-hot
         return (cells, registers.flatten(0, 1)), log_q
 
     @staticmethod
     def greedy(parsed: ParsedElements) -> tuple[Tensor, Tensor]:
         """The arg-max of every factor: the elements whose gate is above 1/2, with their arg-max values, compacted."""
-        gates = (parsed.gates > 0.5).to(parsed.cells)
-        cells = compact_elements(gates, one_hot_arg_max(parsed.elements), parsed.cells.shape[1])
+        cells = compact_emitted(parsed.gates > 0.5, one_hot_arg_max(parsed.elements), parsed.cells.shape[1])
         return one_hot_arg_max(cells), one_hot_arg_max(parsed.registers)
 
 
@@ -316,6 +315,19 @@ def compact_elements(gates: Tensor, values: Tensor, num_cells: int) -> Tensor:
     return cells + (1 - filled) * empty
 
 
+def compact_emitted(emitted: Tensor, values: Tensor, num_cells: int) -> Tensor:
+    """`compact_elements` for hard gates, in one scatter instead of a pass per position: the elements with
+    `emitted` (B, S) true (or 1), values (B, S, n), land in order in cells m[0], m[1], ...; the rest of the cells
+    hold 0, elements past the last cell are dropped. Equal to `compact_elements` on 0/1 gates (tested)."""
+    b, s, n = values.shape
+    emitted = emitted.to(torch.long)
+    cell = (emitted.cumsum(1) - 1).masked_fill(emitted == 0, num_cells).clamp(max=num_cells)  # (B, S); C: dropped
+    cells = values.new_zeros(b, num_cells + 1, n).scatter_add_(1, cell[..., None].expand(b, s, n), values)
+    cells = cells[:, :num_cells]  # (B, C, n)
+    empty = cells.sum(-1) == 0  # (B, C): no element landed there
+    return cells + empty[..., None] * F.one_hot(torch.zeros((), dtype=torch.long, device=values.device), n).to(values)
+
+
 def sample_categorical(values: Tensor, samples: int) -> tuple[Tensor, Tensor]:
     """`samples` one-hot draws from each distribution: values (B, X, n) -> (B, S, X, n) one-hot, log q (B, S)."""
     b, x, n = values.shape
@@ -342,5 +354,6 @@ __all__ = [
     "TokenParser",
     "build_parser",
     "compact_elements",
+    "compact_emitted",
     "last_token_states",
 ]

@@ -16,6 +16,8 @@ from modeling_llama_delta.parsing import (
     SlotParser,
     TokenParser,
     build_parser,
+    compact_elements,
+    compact_emitted,
 )
 from tests.helpers.configs import COPYING_SLOTS, TINY_LLAMA
 
@@ -131,3 +133,19 @@ def test_copying_is_refused_where_the_mode_copies_nothing():
         LlamaDeltaConfig(**TINY_LLAMA, **{**COPYING_SLOTS, "delta_parse_mode": "last_token"})
     with pytest.raises(ValueError, match=r"delta_input_cells = 0 is out of range: allowed 1\.\.8"):
         config_for("tokens", delta_input_cells=0)
+
+
+@pytest.mark.parametrize("num_cells", [1, 5, 12])
+def test_hard_compaction_equals_the_soft_one_on_hard_gates(num_cells):
+    """Sampled and greedy parses compact 0/1 gates in one scatter; it must equal the per-position pass exactly,
+    with elements past the last cell dropped and empty cells holding 0 (one-hot and soft values alike)."""
+    generator = torch.Generator().manual_seed(num_cells)
+    gates = torch.rand(6, 10, generator=generator) < 0.6  # (B, S)
+    gates[0] = False  # nothing emitted
+    gates[1] = True  # more elements than cells where num_cells < 10
+    one_hot = F.one_hot(torch.randint(0, 7, (6, 10), generator=generator), 7).float()  # (B, S, n)
+    soft = torch.rand(6, 10, 7, generator=generator, dtype=torch.float64).softmax(-1)
+    for values in (one_hot, soft):
+        expected = compact_elements(gates.to(values), values, num_cells)
+        assert torch.allclose(compact_emitted(gates, values, num_cells), expected, atol=1e-12, rtol=0)
+    assert torch.equal(compact_emitted(gates, one_hot, num_cells), compact_elements(gates.float(), one_hot, num_cells))
