@@ -135,7 +135,7 @@ class DeltaComputerHead(nn.Module):
             log_q = log_q + log_q_program
         elif samples:
             inputs, program = self.parser.greedy(parsed), selection.argmax(-1)  # (B,)
-        report = None if self.training else RunReport.of_parse(parsed, inputs, config.delta_word_size)
+        report = None if self.training else RunReport.of_parse(parsed, config.delta_word_size)
         final, trace = None, None
         answer_length = config.delta_answer_length
         if program is not None and self.discrete_runs and not return_trace:
@@ -265,7 +265,8 @@ class RunReport:
 
     parse_probability (B,): the arg-max parse's probability under the head (product over its factors: each gate's
     probability of its greedy choice, each value's and register's arg-max probability); exact marks an answer from
-    the integer interpreter, which is exact on that parse (`answer_probability` is then the parse's).
+    the integer interpreter, which adds no uncertainty to that parse (`answer_probability` is then the parse's
+    times the chosen program's).
     """
 
     elements: list[int]
@@ -275,7 +276,7 @@ class RunReport:
     exact: bool = False
 
     @classmethod
-    def of_parse(cls, parsed: ParsedQuestion, inputs: tuple[Tensor, Tensor], n: int) -> RunReport:
+    def of_parse(cls, parsed: ParsedQuestion, n: int) -> RunReport:
         cells = parsed.cells
         probability = parsed.registers.amax(-1).prod(-1) if parsed.registers.shape[1] else cells.new_ones(len(cells))
         if isinstance(parsed, ParsedElements):

@@ -142,3 +142,11 @@ def test_old_configs_load_with_fixed_sizes(sorter, tmp_path):
     del saved["delta_size_per_question"]  # as written before the field existed
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert LlamaDeltaConfig.from_pretrained(tmp_path).delta_size_per_question is False
+
+
+def test_an_answer_longer_than_what_is_read_is_refused(tokenizer):
+    cells = dict(delta_memory_size=20, delta_input_cells=19, delta_max_steps=step_bound("sort", 12))
+    fixed = exact_sorter(tokenizer, delta_size_per_question=False, **cells)  # reads 8 answer elements
+    assert fixed.solve('SORT "hgfedcba"', tokenizer) == ["abcdefgh"]
+    with pytest.raises(ValueError, match="the answer is longer than the 8 elements read"):
+        fixed.solve('SORT "lkjihgfedcba"', tokenizer)
