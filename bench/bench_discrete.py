@@ -150,14 +150,19 @@ def bench_solve(model, tokenizer, split, max_steps: int, batch_size: int, rounds
     questions, expected = list(split["question"]), list(split["answer"])
     model.resize_delta(max_steps=max_steps)
     head = model.delta_head
+    # Both paths at the config's sizes (the soft machine cannot resize): the same computation, timed side by side;
+    # refused questions are answered None on both.
+    sizes_per_question, model.config.delta_size_per_question = model.config.delta_size_per_question, False
     times = {"soft": [], "discrete": []}
     answers = {}
     for round_ in range(rounds):
         for name in ("soft", "discrete") if round_ % 2 == 0 else ("discrete", "soft"):
             head.discrete_runs = name == "discrete"
-            seconds, answers[name] = timed(lambda: model.solve(questions, tokenizer, batch_size=batch_size))
+            seconds, answers[name] = timed(
+                lambda: model.solve(questions, tokenizer, batch_size=batch_size, refuse=False)
+            )
             times[name].append(seconds)
-    head.discrete_runs = True
+    head.discrete_runs, model.config.delta_size_per_question = True, sizes_per_question
     if answers["soft"] != answers["discrete"]:
         raise AssertionError("solve's answers differ between the soft and the discrete path")
     soft, discrete = statistics.median(times["soft"]), statistics.median(times["discrete"])

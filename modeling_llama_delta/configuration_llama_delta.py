@@ -69,9 +69,19 @@ class LlamaDeltaConfig(LlamaConfig):
         These runs take the integer interpreter (`discrete.py`). For long programs, where Δ's soft run is
         unstable (a 1e-5 parse uncertainty grows into a wrong sort over ~250 steps: experiments/README.md).
     delta_checkpoint_steps (`int`): gradient checkpointing over blocks of this many Δ steps (0: off).
+    delta_size_per_question (`bool`): on (new configs): outside training, runs on the integer interpreter (one
+        program, an exactly one-hot parse) size Δ per batch from the parsed input: the `tokens` parse holds up to
+        min(n, tokens x `delta_elements_per_token`) cells, and memory, step budget and (memory answers in `string` /
+        `digits`) answer length follow the parse and `library.memory_needed` / `library.step_bound` of the chosen
+        program, with memory <= n (README "Sizing and refusals"). `delta_memory_size`, `delta_max_steps`,
+        `delta_input_cells` and `delta_answer_length` are then the training-time sizes and the smallest ones used.
+        Off: those fields are fixed sizes. A saved config without this field loads with it off (the behaviour it
+        was trained and evaluated with).
     """
 
     model_type = "llama_delta"
+    # Trainer's evaluation gathers every output tensor; the refusals are per-example text (`solve` reads them)
+    keys_to_ignore_at_inference = ["refusals"]
 
     delta_word_size: int = 128
     delta_num_registers: int = 8
@@ -93,6 +103,14 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_straight_through: bool = False
     delta_parse_samples: int = 0
     delta_checkpoint_steps: int = 0
+    delta_size_per_question: bool = True
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        # A config saved before `delta_size_per_question` existed keeps the fixed sizes it was evaluated with.
+        if config_dict.get("model_type") == cls.model_type and "delta_size_per_question" not in config_dict:
+            config_dict = {**config_dict, "delta_size_per_question": False}
+        return super().from_dict(config_dict, **kwargs)
 
     def __post_init__(self, **kwargs):
         if self.delta_programs is None:

@@ -5,6 +5,8 @@ memory cells and registers, and a choice of library program), Δ runs every libr
 answer is read from the final state, mixed over programs by the selection. Trained on answers alone.
 """
 
+from __future__ import annotations
+
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +21,17 @@ from transformers.utils import ModelOutput
 from .compiler import compile_library
 from .configuration_llama_delta import LlamaDeltaConfig
 from .discrete import DiscreteMachine, one_hot_values
+from .library import LIBRARY, memory_needed, size_meaning, step_bound
 from .machine import DeltaMachine, DeltaState, DeltaTrace
-from .parsing import DeltaParser, SlotParser, build_parser, log_probability, token_value_table
+from .parsing import (
+    DeltaParser,
+    ParsedElements,
+    ParsedQuestion,
+    SlotParser,
+    build_parser,
+    log_probability,
+    token_value_table,
+)
 
 # Floor added to answer probabilities before the log: keeps the loss finite and its gradient bounded
 # (<= 1/eps) where Δ gives the right answer almost no mass.
@@ -37,6 +48,12 @@ class AlgorithmicQAOutput(ModelOutput):
     parsed_memory / parsed_registers: (B, C, n) / (B, Rin, n) the head's initial cells and registers.
     delta_trace: per-step Δ record, when `return_delta_trace=True`.
     sample_loss: (B, S) the answer loss of each sampled parse (training with `delta_parse_samples`, labels given).
+    answer_probability: (B,) (evaluation) the arg-max answer's probability: for an exact run on the integer
+        interpreter, the parse's probability under the head times the chosen program's (the run adds no
+        uncertainty); otherwise the product of the answer elements' arg-max probabilities.
+    refusals: (evaluation) per example, why its answer cannot be trusted (None: no reason found): an input longer
+        than Δ's memory or the parse holds, a token inside the input that spells no value, a run that did not halt
+        within its step budget. `solve` raises them (or returns them with `refuse=False`).
     """
 
     loss: Tensor | None = None
@@ -47,6 +64,8 @@ class AlgorithmicQAOutput(ModelOutput):
     parsed_registers: Tensor | None = None
     delta_trace: DeltaTrace | None = None
     sample_loss: Tensor | None = None
+    answer_probability: Tensor | None = None
+    refusals: list | None = None
 
 
 class DeltaComputerHead(nn.Module):
@@ -62,7 +81,7 @@ class DeltaComputerHead(nn.Module):
         # (`discrete.py`): no gradient flows through those runs, and it computes the same final state. False runs
         # them on the soft machine (the reference path, and the benchmarks' baseline).
         self.discrete_runs = True
-        self._discrete: DiscreteMachine | None = None
+        self._discrete: dict[int, DiscreteMachine] = {}  # memory size -> the integer interpreter
         self._discrete_programs: list | None = None  # the machine's program list `_discrete` was built from
 
     def forward(
@@ -71,14 +90,39 @@ class DeltaComputerHead(nn.Module):
         attention_mask: Tensor | None,
         input_ids: Tensor | None = None,
         return_trace: bool = False,
+        grow_answer: bool = False,
     ):
         # Δ is exact only in full precision: no bf16/fp16 autocast inside the head.
         with torch.autocast(hidden.device.type, enabled=False):
-            return self._run(hidden, attention_mask, input_ids, return_trace)
+            return self._run(hidden, attention_mask, input_ids, return_trace, grow_answer)
 
-    def _run(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None, return_trace: bool):
+    def sizes_per_question(self, return_trace: bool) -> bool:
+        """Whether this run sizes Δ from its parse (`delta_size_per_question`): outside training, without gradients,
+        where the arg-max parse and program run on the integer interpreter (which takes any memory size <= n)."""
         config = self.config
-        parsed = self.parser(hidden, attention_mask, input_ids)
+        return (
+            config.delta_size_per_question
+            and bool(config.delta_parse_samples)
+            and not self.training
+            and self.discrete_runs
+            and not return_trace
+            and not torch.is_grad_enabled()
+        )
+
+    def _run(
+        self,
+        hidden: Tensor,
+        attention_mask: Tensor | None,
+        input_ids: Tensor | None,
+        return_trace: bool,
+        grow_answer: bool,
+    ):
+        config = self.config
+        resize = self.sizes_per_question(return_trace)
+        if resize and self.parser.resizable:
+            parsed = self.parser(hidden, attention_mask, input_ids, num_cells=self.parser.capacity(hidden.shape[1]))
+        else:
+            parsed = self.parser(hidden, attention_mask, input_ids)
         cells, registers, selection = parsed.cells, parsed.registers, parsed.selection
         inputs, log_q = (cells, registers), None
         program = None  # (B[·S],) the one program each run executes, where the parse picks it
@@ -91,45 +135,229 @@ class DeltaComputerHead(nn.Module):
             log_q = log_q + log_q_program
         elif samples:
             inputs, program = self.parser.greedy(parsed), selection.argmax(-1)  # (B,)
+        report = None if self.training else RunReport.of_parse(parsed, config.delta_word_size)
         final, trace = None, None
+        answer_length = config.delta_answer_length
         if program is not None and self.discrete_runs and not return_trace:
-            final = self._run_discrete(inputs, program)
+            size = RunSize.fixed(config)
+            if resize:
+                size = RunSize.of_parse(config, self.library_names, inputs, program, report)
+                if grow_answer:
+                    answer_length = size.answer_length
+            if report is not None:
+                report.check_size(size, config, self.library_names, inputs, program)
+            final = self._run_discrete(inputs, program, memory_size=size.memory, max_steps=size.steps)
         if final is None:
+            if report is not None and cells.shape[1] > self.machine.memory_size:  # a parse sized for the discrete run
+                for example, count in enumerate(report.elements):
+                    if count >= self.machine.memory_size:
+                        report.refuse(
+                            example,
+                            f"the input has {count} elements; delta_memory_size holds {self.machine.memory_size} cells",
+                        )
             run_selection = selection if program is None else F.one_hot(program, selection.shape[1]).to(selection)
             state = self.machine.start_state(
-                memory=inputs[0] if cells.shape[1] else None,
+                memory=inputs[0][:, : self.machine.memory_size] if cells.shape[1] else None,
                 registers=inputs[1] if registers.shape[1] else None,
                 batch_size=run_selection.shape[0],
             )
             run = self.machine(state, selection=run_selection, return_trace=return_trace)
             final, trace = run.state, run.trace
+        elif report is not None:
+            report.exact = True
         source = final.registers if config.delta_answer_source == "registers" else final.memory
-        answer = source[:, : config.delta_answer_length]  # (B[·S], K, n) probabilities
+        answer = source[:, :answer_length]  # (B[·S], K, n) probabilities
         halted = final.halted
         if log_q is not None:
             answer = answer.view(-1, samples, *answer.shape[1:])  # (B, S, K, n)
             halted = halted.view(-1, samples).mean(1)  # (B,)
-        return answer, selection, halted, cells, registers, trace, log_q
+        if report is not None:
+            report.check_halted(halted)
+            if config.delta_answer_source == "memory" and config.delta_answer_format != "integers":
+                report.check_terminated(source, answer_length)
+        return answer, selection, halted, cells, registers, trace, log_q, report
 
-    def discrete_machine(self) -> DiscreteMachine:
-        """The integer interpreter of the machine's programs (built once; again only if the programs change)."""
+    @property
+    def library_names(self) -> list[str | None]:
+        """The library program each selection index holds (matched by source), None for a source not in Λ."""
+        by_source = {source: name for name, source in LIBRARY.items()}
+        return [by_source.get(source) for source in self.config.delta_programs.values()]
+
+    def discrete_machine(self, memory_size: int | None = None) -> DiscreteMachine:
+        """The integer interpreter of the machine's programs with `memory_size` cells (default the machine's),
+        built once per size (again only if the programs change)."""
         machine = self.machine
-        if self._discrete is None or self._discrete_programs is not machine.programs:
-            self._discrete = DiscreteMachine(machine.programs, machine.memory_size)
-            self._discrete_programs = machine.programs
-        return self._discrete
+        memory_size = machine.memory_size if memory_size is None else memory_size
+        if self._discrete_programs is not machine.programs:
+            self._discrete, self._discrete_programs = {}, machine.programs
+        if memory_size not in self._discrete:
+            self._discrete[memory_size] = DiscreteMachine(machine.programs, memory_size)
+        return self._discrete[memory_size]
 
-    def _run_discrete(self, inputs: tuple[Tensor, Tensor], program: Tensor) -> DeltaState | None:
+    def _run_discrete(
+        self,
+        inputs: tuple[Tensor, Tensor],
+        program: Tensor,
+        memory_size: int | None = None,
+        max_steps: int | None = None,
+    ) -> DeltaState | None:
         """Δ's final state (one-hot, batch (B,)) for exactly one-hot parses `inputs` ((B, C, n), (B, Rin, n)) and each
-        example's program (B,), run on the integer interpreter; None where a parse is not exactly one-hot or a
-        gradient flows through it (the soft machine then runs it)."""
+        example's program (B,), run on the integer interpreter with `memory_size` cells (default the machine's; the
+        parse's cells beyond it must be empty) for at most `max_steps` steps (default the machine's); None where a
+        parse is not exactly one-hot or a gradient flows through it (the soft machine then runs it)."""
         values = [one_hot_values(t) if t.shape[1] else None for t in inputs]  # (B, C), (B, Rin) or None
         if any(v is None and t.shape[1] for v, t in zip(values, inputs, strict=True)):
             return None
-        discrete = self.discrete_machine()
-        start = discrete.start_state(program, memory=values[0], registers=values[1])
-        final, _ = discrete.run(start, max_steps=self.machine.max_steps)
+        discrete = self.discrete_machine(memory_size)
+        memory = values[0]
+        if memory is not None and memory.shape[1] > discrete.memory_size:
+            # RunReport refuses a parse that fills cells beyond the memory; what is cut here holds only 0s
+            memory = memory[:, : discrete.memory_size]
+        start = discrete.start_state(program, memory=memory, registers=values[1])
+        final, _ = discrete.run(start, max_steps=self.machine.max_steps if max_steps is None else max_steps)
         return final.one_hot(discrete.n, dtype=inputs[0].dtype)
+
+
+# Most Δ steps one question may be given when Δ is sized per question (the config's own limit on delta_max_steps).
+MAX_RUN_STEPS = 1_000_000
+
+
+@dataclass
+class RunSize:
+    """Δ's size for one batch: memory cells, step budget, answer elements (memory answers)."""
+
+    memory: int
+    steps: int
+    answer_length: int
+
+    @classmethod
+    def fixed(cls, config: LlamaDeltaConfig) -> RunSize:
+        return cls(config.delta_memory_size, config.delta_max_steps, config.delta_answer_length)
+
+    @classmethod
+    def of_parse(
+        cls, config: LlamaDeltaConfig, names: list[str | None], inputs: tuple[Tensor, Tensor], program: Tensor, report
+    ) -> RunSize:
+        """The size every example of the batch needs (the largest), never below the config's training-time sizes:
+        memory for the parsed elements and their terminator and `memory_needed` of the chosen program, steps from
+        its `step_bound` (a program outside Λ keeps the config's budget), capped at n cells and `MAX_RUN_STEPS`
+        (`RunReport.check_size` refuses what the cap cuts)."""
+        n = config.delta_word_size
+        memory, steps = config.delta_memory_size, config.delta_max_steps
+        for example, index in enumerate(program.tolist()):
+            name, size = names[index], report.program_size(example, names[index], inputs)
+            memory = max(memory, report.elements[example] + 1)
+            if name is not None:
+                memory = max(memory, memory_needed(name, size))
+                steps = max(steps, step_bound(name, size))
+        memory, steps = min(memory, n), min(steps, MAX_RUN_STEPS)
+        answer_length = config.delta_answer_length
+        if config.delta_answer_source == "memory" and config.delta_answer_format != "integers":
+            # a NUL-terminated answer (sort, reverse: as long as the input) read up to its terminator
+            answer_length = max(answer_length, min(memory, max(report.elements, default=0) + 1))
+        return cls(memory, steps, answer_length)
+
+
+@dataclass
+class RunReport:
+    """What a batch's run leaves to check, per example (evaluation only): the elements the parse emitted, the
+    parse's probability, and the reasons Δ's answer cannot be trusted (`refusals`, None where none).
+
+    parse_probability (B,): the arg-max parse's probability under the head (product over its factors: each gate's
+    probability of its greedy choice, each value's and register's arg-max probability); exact marks an answer from
+    the integer interpreter, which adds no uncertainty to that parse (`answer_probability` is then the parse's
+    times the chosen program's).
+    """
+
+    elements: list[int]
+    capacity: int
+    parse_probability: Tensor
+    refusals: list[str | None]
+    exact: bool = False
+
+    @classmethod
+    def of_parse(cls, parsed: ParsedQuestion, n: int) -> RunReport:
+        cells = parsed.cells
+        probability = parsed.registers.amax(-1).prod(-1) if parsed.registers.shape[1] else cells.new_ones(len(cells))
+        if isinstance(parsed, ParsedElements):
+            gates = parsed.gates  # (B, E)
+            emitted = gates > 0.5
+            listed = gates > 0  # elements no token spells take no part
+            chosen = torch.where(emitted, gates, 1 - gates).where(listed, 1.0)  # (B, E)
+            values = parsed.elements.amax(-1).where(emitted, 1.0)  # (B, E)
+            probability = probability * chosen.prod(-1) * values.prod(-1)
+            elements = emitted.sum(-1).tolist()
+        else:
+            probability = probability * (cells.amax(-1).prod(-1) if cells.shape[1] else 1.0)
+            elements = [cells.shape[1]] * cells.shape[0]  # fixed cells: all of them are the input
+        refusals: list[str | None] = [None] * cells.shape[0]
+        report = cls(elements, cells.shape[1], probability, refusals)
+        for example, count in enumerate(elements):
+            if count > report.capacity:
+                bound = "n, Δ's memory bound" if report.capacity == n else "delta_input_cells"
+                report.refuse(
+                    example, f"the input has {count} elements; the parse holds {report.capacity} cells ({bound})"
+                )
+        if isinstance(parsed, ParsedElements) and parsed.unspelled is not None:
+            for example, position in parsed.unspelled.nonzero().tolist():
+                report.refuse(
+                    example,
+                    f"token {position} lies inside the input but spells no value in 0..{n - 1} "
+                    "(a character Δ cannot represent)",
+                )
+        return report
+
+    def refuse(self, example: int, reason: str) -> None:
+        if self.refusals[example] is None:  # the first cause found is the one reported
+            self.refusals[example] = reason
+
+    def program_size(self, example: int, name: str | None, inputs: tuple[Tensor, Tensor]) -> int:
+        """The `size` (`library.size_meaning`) of example's input for program `name`: the elements before the
+        first 0 (a string's length, the first operand's digits), the depth in r2, or 0."""
+        if name is None or size_meaning(name) == "unused":
+            return 0
+        if size_meaning(name) == "depth":
+            registers = inputs[1][example].argmax(-1)  # (Rin,)
+            return int(registers[2]) if registers.shape[0] > 2 else 0
+        cells = inputs[0][example].argmax(-1).tolist()[: self.elements[example]]  # (C,) -> the emitted elements
+        return cells.index(0) if 0 in cells else len(cells)
+
+    def check_size(self, size: RunSize, config, names: list[str | None], inputs, program: Tensor) -> None:
+        """Refuse an example whose input Δ cannot hold at `size`: its elements and terminator, or what its
+        program needs (`memory_needed`), beyond the memory; a step bound beyond the budget."""
+        n = config.delta_word_size
+        for example, index in enumerate(program.tolist()):
+            name = names[index]
+            program_size = self.program_size(example, name, inputs)
+            needed = memory_needed(name, program_size) if name is not None else self.elements[example]
+            limit = f"Δ's memory (n = {n})" if config.delta_size_per_question else "delta_memory_size"
+            if needed > size.memory:
+                self.refuse(
+                    example,
+                    f"the input needs {needed} memory cells for {name or 'its program'} "
+                    f"({self.elements[example]} elements); {limit} holds {size.memory}",
+                )
+            elif name is not None and step_bound(name, program_size) > size.steps:
+                self.refuse(
+                    example,
+                    f"{name} on this input may run {step_bound(name, program_size)} steps; the budget is {size.steps}",
+                )
+
+    def check_terminated(self, memory: Tensor, answer_length: int) -> None:
+        """Refuse a NUL-terminated answer cut short: no 0 among the `answer_length` cells read of memory (B, M, n),
+        and the next cell is not 0 either."""
+        values = memory.argmax(-1)  # (B, M)
+        if values.shape[1] <= answer_length:
+            return
+        cut = (values[:, :answer_length] != 0).all(-1) & (values[:, answer_length] != 0)  # (B,)
+        for example in cut.nonzero().flatten().tolist():
+            self.refuse(example, f"the answer is longer than the {answer_length} elements read (delta_answer_length)")
+
+    def check_halted(self, halted: Tensor) -> None:
+        """Refuse a run that did not halt (probability of halting below 1/2) within its step budget."""
+        for example, probability in enumerate(halted.tolist()):
+            if probability < 0.5:
+                self.refuse(example, f"the run did not halt within its step budget (P(halted) = {probability:.3g})")
 
 
 def sample_program(selection: Tensor, samples: int) -> tuple[Tensor, Tensor]:
@@ -301,8 +529,8 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
             **kwargs,
         )
         hidden = outputs.hidden_states[self.config.delta_feature_layer]  # (B, T, H)
-        answer, selection, halted, cells, registers, trace, log_q = self.delta_head(
-            hidden, attention_mask, input_ids, return_trace=return_delta_trace
+        answer, selection, halted, cells, registers, trace, log_q, report = self.delta_head(
+            hidden, attention_mask, input_ids, return_trace=return_delta_trace, grow_answer=labels is None
         )
         loss = sample_loss = None
         if log_q is not None:  # sampled parses: answer (B, S, K, n)
@@ -312,7 +540,16 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
         answer_logits = torch.log(answer + ANSWER_EPS)  # (B, K, n)
         if labels is not None and loss is None:
             loss = F.nll_loss(answer_logits.flatten(0, 1), labels.flatten().to(answer_logits.device), ignore_index=-100)
-        return AlgorithmicQAOutput(loss, answer_logits, selection, halted, cells, registers, trace, sample_loss)
+        answer_probability = refusals = None
+        if report is not None:
+            refusals = report.refusals
+            if report.exact:
+                answer_probability = report.parse_probability * selection.amax(-1)
+            else:
+                answer_probability = answer.amax(-1).prod(-1)  # (B,)
+        return AlgorithmicQAOutput(
+            loss, answer_logits, selection, halted, cells, registers, trace, sample_loss, answer_probability, refusals
+        )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, declaring the `algorithmic-qa` pipeline in `config.custom_pipelines`:
@@ -335,26 +572,78 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
                     raise ValueError(f"{name} mentions {number}, outside 0..{n - 1} (the word size n)")
 
     @torch.no_grad()
-    def answer_values(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, T) tokenized questions -> (B, K) the most likely answer elements, in eval mode (the arg-max parse)."""
+    def answer_values(self, input_ids: Tensor, attention_mask: Tensor) -> AnswerBatch:
+        """(B, T) tokenized questions -> the most likely answer elements (B, K) with their probabilities and
+        refusals (`AnswerBatch`), in eval mode (the arg-max parse; Δ sized per question where the config says)."""
         was_training = self.training
         self.eval()
-        values = self(input_ids=input_ids, attention_mask=attention_mask).answer_logits.argmax(-1)  # (B, K)
+        out = self(input_ids=input_ids, attention_mask=attention_mask)
         self.train(was_training)
-        return values
+        return AnswerBatch(
+            out.answer_logits.argmax(-1), out.answer_probability, out.halt_probability, list(out.refusals)
+        )
 
-    def solve(self, questions: str | Sequence[str], tokenizer, batch_size: int = 32) -> list[str]:
-        """Answer questions as text, batched: `["7", "abbdddefijll"]` (`check_question` refuses what Δ cannot
-        answer). The `algorithmic-qa` pipeline (`pipeline_llama_delta.py`) answers the same way."""
+    def solve(
+        self,
+        questions: str | Sequence[str],
+        tokenizer,
+        batch_size: int = 32,
+        return_details: bool = False,
+        refuse: bool = True,
+    ) -> list:
+        """Answer questions as text, batched: `["7", "abbdddefijll"]`. Never a silent wrong answer: a question Δ
+        cannot answer (`check_question`, and what the run reports in `AlgorithmicQAOutput.refusals`) raises a
+        ValueError naming the question and the cause; with `refuse=False` it is answered None instead, and its
+        cause is in the details. `return_details=True` returns per question a dict: `answer` (text, None where
+        refused), `probability` (`AlgorithmicQAOutput.answer_probability`), `halt_probability`, `refusal` (the
+        cause, or None). The `algorithmic-qa` pipeline (`pipeline_llama_delta.py`) answers the same way."""
         questions = [questions] if isinstance(questions, str) else list(questions)
+        details = []
+        checked = []  # the indices of the questions that reach the model
         for index, question in enumerate(questions):
-            self.check_question(question, len(tokenizer(question)["input_ids"]), index)
-        answers = []
-        for start in range(0, len(questions), batch_size):
-            batch = tokenizer(questions[start : start + batch_size], return_tensors="pt", padding=True)
-            values = self.answer_values(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
-            answers.extend(format_answer(row.tolist(), self.config.delta_answer_format) for row in values)
-        return answers
+            try:
+                self.check_question(question, len(tokenizer(question)["input_ids"]), index)
+            except ValueError as error:
+                if refuse:
+                    raise
+                details.append(answer_details(None, None, None, str(error)))
+            else:
+                details.append(None)
+                checked.append(index)
+        for start in range(0, len(checked), batch_size):
+            indices = checked[start : start + batch_size]
+            batch = tokenizer([questions[i] for i in indices], return_tensors="pt", padding=True)
+            out = self.answer_values(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+            for row, index in enumerate(indices):
+                refusal = out.refusals[row]
+                if refusal is not None:
+                    refusal = f"question {index} ({questions[index]!r}): {refusal}"
+                    if refuse:
+                        raise ValueError(f"refused {refusal}")
+                text = format_answer(out.values[row].tolist(), self.config.delta_answer_format)
+                details[index] = answer_details(
+                    None if refusal else text,
+                    float(out.probability[row]),
+                    float(out.halt_probability[row]),
+                    refusal,
+                )
+        return details if return_details else [detail["answer"] for detail in details]
+
+
+@dataclass
+class AnswerBatch:
+    """A batch's arg-max answers: values (B, K), probability (B,) (`AlgorithmicQAOutput.answer_probability`),
+    halt_probability (B,), refusals (per question, None where Δ's answer stands)."""
+
+    values: Tensor
+    probability: Tensor
+    halt_probability: Tensor
+    refusals: list[str | None]
+
+
+def answer_details(answer: str | None, probability, halt_probability, refusal: str | None) -> dict:
+    """One question's entry of `solve(..., return_details=True)`."""
+    return {"answer": answer, "probability": probability, "halt_probability": halt_probability, "refusal": refusal}
 
 
 def score_function_loss(answer_logits: Tensor, labels: Tensor, log_q: Tensor) -> tuple[Tensor, Tensor]:
@@ -389,6 +678,7 @@ def format_answer(values: list[int], answer_format: str) -> str:
 
 __all__ = [
     "AlgorithmicQAOutput",
+    "AnswerBatch",
     "DeltaComputerHead",
     "LlamaDeltaForAlgorithmicQA",
     "LlamaDeltaPreTrainedModel",

@@ -41,6 +41,10 @@ class ParsedElements(ParsedQuestion):
 
     gates: Tensor
     elements: Tensor
+    # (B, T) bool, only when values are copied from tokens: a token that spells no value, whose own (learned) gate
+    # is open, lying between the first and last token that emits an element: the input holds something Δ cannot
+    # represent (a character outside the token table, e.g. one >= n), which the parse would silently drop.
+    unspelled: Tensor | None = None
 
 
 def last_token_states(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -67,6 +71,7 @@ class DeltaParser(nn.Module):
     """
 
     min_input_cells: int = 0  # fewest `delta_input_cells` the mode works with
+    resizable: bool = False  # whether `forward` takes `num_cells` (a parse as long as the question needs)
 
     @staticmethod
     def values_per_token(config: LlamaDeltaConfig) -> int:
@@ -168,10 +173,16 @@ class TokenParser(DeltaParser):
     only the gates (which tokens are the string's elements) are learned."""
 
     min_input_cells = 1
+    resizable = True
 
     @staticmethod
     def values_per_token(config: LlamaDeltaConfig) -> int:
         return config.delta_elements_per_token
+
+    def capacity(self, num_tokens: int) -> int:
+        """Cells a parse of `num_tokens` tokens can fill: every element it can emit, at most n (Δ's memory bound),
+        and at least the training-time `delta_input_cells`."""
+        return max(self.num_cells, min(self.n, num_tokens * self.per_token))
 
     def __init__(self, config: LlamaDeltaConfig):
         super().__init__(config)
@@ -181,7 +192,14 @@ class TokenParser(DeltaParser):
         if not self.copies_tokens:
             self.elements = nn.Linear(h, self.per_token * self.n)  # (H -> k·n): element j's value, classified
 
-    def forward(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None = None) -> ParsedElements:
+    def forward(
+        self,
+        hidden: Tensor,
+        attention_mask: Tensor | None,
+        input_ids: Tensor | None = None,
+        num_cells: int | None = None,
+    ) -> ParsedElements:
+        """num_cells: the cells to compact into (default `delta_input_cells`; `capacity` sizes it per question)."""
         hidden = self.prepare(hidden, input_ids)  # (B, T, H)
         b = hidden.shape[0]
         z = last_token_states(hidden, attention_mask)  # (B, H)
@@ -190,10 +208,12 @@ class TokenParser(DeltaParser):
         gates = self.gates(hidden).sigmoid()  # (B, T, k)
         if attention_mask is not None:
             gates = gates * attention_mask[..., None].to(gates.dtype)
+        wanted = gates  # (B, T, k) before a token that spells nothing is closed
         gates, elements = self.element_values(hidden, gates, input_ids)  # (B, T, k), (B, T, k, n)
+        unspelled = unspelled_inside(wanted, gates, self.token_values[input_ids]) if self.copies_tokens else None
         gates, elements = gates.flatten(1), elements.flatten(1, 2)  # (B, T·k), (B, T·k, n): token-major
-        cells = compact_elements(gates, elements, self.num_cells)  # (B, C, n)
-        return ParsedElements(cells, registers, selection, gates, elements)
+        cells = compact_elements(gates, elements, self.num_cells if num_cells is None else num_cells)  # (B, C, n)
+        return ParsedElements(cells, registers, selection, gates, elements, unspelled)
 
     def element_values(self, hidden: Tensor, gates: Tensor, input_ids: Tensor | None) -> tuple[Tensor, Tensor]:
         """Each token's elements: hidden (B, T, H), gates (B, T, k) -> gates (B, T, k), values (B, T, k, n)."""
@@ -292,6 +312,18 @@ def spell_token_values(spelled: Tensor, gates: Tensor, n: int) -> tuple[Tensor, 
     return gates * (spelled >= 0), F.one_hot(spelled.clamp_min(0), n).to(gates)
 
 
+def unspelled_inside(wanted: Tensor, gates: Tensor, spelled: Tensor) -> Tensor:
+    """(B, T) tokens that spell no value although their gate is open (> 1/2), lying between the first and the last
+    token whose element is emitted: wanted / gates (B, T, k) the gates before / after closing what spells nothing,
+    spelled (B, T, k) the token values (-1: none)."""
+    emits = (gates > 0.5).any(-1)  # (B, T)
+    positions = torch.arange(emits.shape[1], device=emits.device)  # (T,)
+    first = torch.where(emits, positions, emits.shape[1]).amin(-1, keepdim=True)  # (B, 1)
+    last = torch.where(emits, positions, -1).amax(-1, keepdim=True)  # (B, 1)
+    inside = (positions > first) & (positions < last)  # (B, T)
+    return inside & (spelled < 0).all(-1) & (wanted[..., 0] > 0.5)
+
+
 def compact_elements(gates: Tensor, values: Tensor, num_cells: int) -> Tensor:
     """Place the elements a sequence emits, in order, into cells m[0], m[1], ...; empty cells hold 0.
 
@@ -356,4 +388,5 @@ __all__ = [
     "compact_elements",
     "compact_emitted",
     "last_token_states",
+    "unspelled_inside",
 ]

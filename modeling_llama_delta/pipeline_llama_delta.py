@@ -19,8 +19,10 @@ TASK = "algorithmic-qa"
 
 class AlgorithmicQAPipeline(Pipeline):
     """`LlamaDeltaForAlgorithmicQA` as a text pipeline: a question (or a list, batched with `batch_size`) ->
-    `{"answer": text}`. Refuses what `model.solve` refuses (`model.check_question`): a question longer than the
-    context, or mentioning a number Δ cannot represent."""
+    `{"answer": text}`. Refuses (ValueError) what `model.solve` refuses: a question longer than the context, or
+    mentioning a number Δ cannot represent (`model.check_question`), and what the run reports
+    (`AlgorithmicQAOutput.refusals`: an input longer than Δ's memory, a token inside it that spells no value, a
+    run that did not halt)."""
 
     _load_tokenizer = True
     _load_processor = _load_image_processor = _load_video_processor = _load_feature_extractor = False
@@ -39,7 +41,12 @@ class AlgorithmicQAPipeline(Pipeline):
 
     def _forward(self, inputs: dict) -> dict:
         # (B, T) padded by the pipeline's collator -> (B, K) answer elements
-        return {"answer_values": self.model.answer_values(inputs["input_ids"], inputs["attention_mask"])}
+        out = self.model.answer_values(inputs["input_ids"], inputs["attention_mask"])
+        for row, refusal in enumerate(out.refusals):
+            if refusal is not None:
+                question = self.tokenizer.decode(inputs["input_ids"][row], skip_special_tokens=True)
+                raise ValueError(f"refused {question!r}: {refusal}")
+        return {"answer_values": out.values}
 
     def postprocess(self, outputs: dict) -> dict:
         values = outputs["answer_values"][0].tolist()  # (1, K) per question, batched or not
