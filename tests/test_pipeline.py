@@ -7,12 +7,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from transformers import pipeline
 
-from modeling_llama_delta import LIBRARY, PIPELINE_TASK, LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA
-from modeling_llama_delta.library import memory_needed, step_bound
-from tests.helpers.configs import TINY_LLAMA
+from modeling_llama_delta import PIPELINE_TASK
+from tests.helpers.models import exact_sorter
 from tests.test_export import char_tokenizer
 from tests.test_remote_code import fresh_process_environment
 
@@ -51,36 +49,10 @@ with open(sys.argv[2], "w") as f:
 """
 
 
-def spelled_sorter(tokenizer) -> LlamaDeltaForAlgorithmicQA:
-    """A tiny untrained `tokens` model whose every gate is open: each lower-case letter token is parsed as its
-    character, so Δ's `sort` answers exactly, whatever the random backbone does."""
-    letters = {str(tokenizer.convert_tokens_to_ids(c)): [ord(c)] for c in "abcdefghijklmnopqrstuvwxyz"}
-    config = LlamaDeltaConfig(
-        **TINY_LLAMA,
-        delta_word_size=128,
-        delta_memory_size=memory_needed("sort", LENGTH),
-        delta_max_steps=step_bound("sort", LENGTH),
-        delta_programs={"sort": LIBRARY["sort"]},
-        delta_parse_mode="tokens",
-        delta_token_values=letters,
-        delta_input_cells=LENGTH + 1,
-        delta_input_registers=0,
-        delta_answer_source="memory",
-        delta_answer_length=LENGTH,
-        delta_answer_format="string",
-    )
-    torch.manual_seed(0)
-    model = LlamaDeltaForAlgorithmicQA(config).eval()
-    with torch.no_grad():
-        model.delta_head.parser.gates.bias.fill_(1e4)  # softmax-exact: every letter emitted
-        model.delta_head.parser.gates.weight.zero_()
-    return model
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     tokenizer = char_tokenizer()
-    model = spelled_sorter(tokenizer)
+    model = exact_sorter(tokenizer, LENGTH)
     folder = tmp_path_factory.mktemp("sorter")
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -6,45 +6,19 @@ import json
 import random
 
 import pytest
-import torch
 from transformers import pipeline
 
-from modeling_llama_delta import LIBRARY, PIPELINE_TASK, LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA
+from modeling_llama_delta import PIPELINE_TASK, LlamaDeltaConfig
 from modeling_llama_delta.library import memory_needed, step_bound
 from tests.helpers.configs import TINY_LLAMA
+from tests.helpers.models import LETTERS, exact_sorter
 from tests.test_export import char_tokenizer
 
 TRAINED_LENGTH = 8  # the longest string the config is sized for
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# Evaluation runs the arg-max parse and program exactly on the integer interpreter; a context for 128 letters.
+SAMPLED = {"delta_parse_samples": 2, "max_position_embeddings": 256}
 # A program outside the library: it never halts, and Δ has no step bound for it.
 SPIN = ".func spin\nloop:\n    jmp loop\n"
-
-
-def exact_sorter(tokenizer, **overrides) -> LlamaDeltaForAlgorithmicQA:
-    """A tiny untrained `tokens` model whose gates are all open: each lower-case letter token is parsed as its
-    character (other tokens spell nothing), and the greedy parse runs `sort` on the integer interpreter."""
-    letters = {str(tokenizer.convert_tokens_to_ids(c)): [ord(c)] for c in LETTERS}
-    settings = dict(
-        **TINY_LLAMA | {"max_position_embeddings": 256},
-        delta_word_size=128,
-        delta_memory_size=memory_needed("sort", TRAINED_LENGTH),
-        delta_max_steps=step_bound("sort", TRAINED_LENGTH),
-        delta_programs={"sort": LIBRARY["sort"]},
-        delta_parse_mode="tokens",
-        delta_token_values=letters,
-        delta_input_cells=TRAINED_LENGTH + 1,
-        delta_input_registers=0,
-        delta_answer_source="memory",
-        delta_answer_length=TRAINED_LENGTH,
-        delta_answer_format="string",
-        delta_parse_samples=2,  # evaluation: the arg-max parse and program, run exactly
-    )
-    torch.manual_seed(0)
-    model = LlamaDeltaForAlgorithmicQA(LlamaDeltaConfig(**settings | overrides)).eval()
-    with torch.no_grad():
-        model.delta_head.parser.gates.bias.fill_(1e4)  # sigmoid-exact: every token's gate open
-        model.delta_head.parser.gates.weight.zero_()
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +28,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def sorter(tokenizer):
-    return exact_sorter(tokenizer)
+    return exact_sorter(tokenizer, TRAINED_LENGTH, **SAMPLED)
 
 
 def random_strings(length: int, count: int, seed: int) -> list[str]:
@@ -84,7 +58,7 @@ def test_details_give_probabilities(sorter, tokenizer):
 
 
 def test_fixed_sizes_refuse_a_longer_string_never_truncate(tokenizer):
-    fixed = exact_sorter(tokenizer, delta_size_per_question=False)
+    fixed = exact_sorter(tokenizer, TRAINED_LENGTH, **SAMPLED, delta_size_per_question=False)
     assert fixed.solve('SORT "dcab"', tokenizer) == ["abcd"]
     with pytest.raises(ValueError, match=r"question 0 \('SORT \"[a-z]+\"'\): the input has 24 elements; the parse hol"):
         fixed.solve('SORT "' + random_strings(24, 1, seed=1)[0] + '"', tokenizer)
@@ -118,7 +92,7 @@ def test_refuse_false_returns_the_causes(sorter, tokenizer):
 
 
 def test_a_run_that_does_not_halt_is_refused(tokenizer):
-    model = exact_sorter(tokenizer, delta_programs={"spin": SPIN}, delta_max_steps=50)
+    model = exact_sorter(tokenizer, TRAINED_LENGTH, **SAMPLED, delta_programs={"spin": SPIN}, delta_max_steps=50)
     with pytest.raises(ValueError, match="did not halt within its step budget"):
         model.solve('SORT "ab"', tokenizer)
 
@@ -146,7 +120,9 @@ def test_old_configs_load_with_fixed_sizes(sorter, tmp_path):
 
 def test_an_answer_longer_than_what_is_read_is_refused(tokenizer):
     cells = dict(delta_memory_size=20, delta_input_cells=19, delta_max_steps=step_bound("sort", 12))
-    fixed = exact_sorter(tokenizer, delta_size_per_question=False, **cells)  # reads 8 answer elements
+    fixed = exact_sorter(
+        tokenizer, TRAINED_LENGTH, **SAMPLED, delta_size_per_question=False, **cells
+    )  # reads 8 answer elements
     assert fixed.solve('SORT "hgfedcba"', tokenizer) == ["abcdefgh"]
     with pytest.raises(ValueError, match="the answer is longer than the 8 elements read"):
         fixed.solve('SORT "lkjihgfedcba"', tokenizer)
