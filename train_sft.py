@@ -20,8 +20,9 @@ Usage (a preset per model under configuration/, `--preset tiny` by default; late
     # DDP on CPU (gloo is chosen when WORLD_SIZE is set and there is no GPU)
     OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 train_sft.py --task arithmetic
 
-Tasks: arithmetic, fibonacci, sort, sort_spaced, parity, reverse, addition (`llama_delta.task_settings` derives Δ's
-settings from the data). Output (`--output_dir`, default runs/<preset>-<task>-<method>): checkpoints, `results.json`
+Tasks: arithmetic, fibonacci, fibonacci_linear, sort, sort_spaced, count, strlen, parity, reverse, addition
+(`llama_delta.task_settings` derives Δ's settings from the data). Output (`--output_dir`, default
+runs/<preset>-<task>-<method>): checkpoints, `results.json`
 (test and held-out splits, with length/depth/operation breakdowns, and the Trainer's `log_history`),
 `learning_curves.png` (loss, validation exact match per length/operation) and `hub/`, the Hub-ready export whose
 model card carries this run's results; `--push_to_hub --hub_model_id ID` uploads it.

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from bench.bench_discrete import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = ["train_sft.py", "--task", "sort"]
 
@@ -71,11 +73,6 @@ def main() -> None:
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
-
-
-def cpu_model() -> str:
-    names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-    return names[0] if names else platform.processor() or "unknown CPU"
 
 
 def _dirty() -> bool:

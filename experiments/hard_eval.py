@@ -28,7 +28,8 @@ def score(model, collator, split, batch_size: int = 50) -> dict:
     for start in range(0, len(split), batch_size):
         rows = [split[i] for i in range(start, min(start + batch_size, len(split)))]
         batch = collator(rows)
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        # with labels, the answer keeps the collator's width K even where Δ is sized per question
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
         predicted, labels = out.answer_logits.argmax(-1), batch["labels"]  # (B, K), (B, K)
         mask = labels != -100
         right = (predicted == labels) & mask

@@ -26,7 +26,14 @@ def install_permutation_surrogate(model) -> None:
     if config.delta_answer_source != "memory":
         raise ValueError("the permutation surrogate reads answers from memory (string tasks such as sort)")
 
-    def run(self, hidden: Tensor, attention_mask: Tensor | None, input_ids: Tensor | None, return_trace: bool):
+    def run(
+        self,
+        hidden: Tensor,
+        attention_mask: Tensor | None,
+        input_ids: Tensor | None,
+        return_trace: bool,
+        grow_answer: bool = False,
+    ):
         parsed = self.parser(hidden, attention_mask, input_ids)
         cells, registers, selection = parsed.cells, parsed.registers, parsed.selection  # (B, C, n), (B, Rin, n), (B, P)
         hard_cells = F.one_hot(cells.argmax(-1), cells.shape[-1]).to(cells)  # (B, C, n)
@@ -40,6 +47,7 @@ def install_permutation_surrogate(model) -> None:
         match = match / match.sum(-1, keepdim=True).clamp(min=1)
         soft = torch.einsum("bkc,bcn->bkn", match, cells)  # (B, K, n): the copied cells' soft parse
         answer = hard + (soft - soft.detach())  # forward: exactly `hard`
-        return answer, selection, final.state.halted, cells, registers, final.trace, None  # no sampled parses
+        # no sampled parses (log q), no run report (no sizing or refusals): the head's other two outputs are None
+        return answer, selection, final.state.halted, cells, registers, final.trace, None, None
 
     head._run = types.MethodType(run, head)

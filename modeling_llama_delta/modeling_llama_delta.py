@@ -138,15 +138,16 @@ class DeltaComputerHead(nn.Module):
         report = None if self.training else RunReport.of_parse(parsed, config.delta_word_size)
         final, trace = None, None
         answer_length = config.delta_answer_length
-        if program is not None and self.discrete_runs and not return_trace:
-            size = RunSize.fixed(config)
+        if program is not None:
+            size = RunSize.fixed(config)  # the soft machine's, and the discrete run's unless it resizes
             if resize:
                 size = RunSize.of_parse(config, self.library_names, inputs, program, report)
                 if grow_answer:
                     answer_length = size.answer_length
-            if report is not None:
-                report.check_size(size, config, self.library_names, inputs, program)
-            final = self._run_discrete(inputs, program, memory_size=size.memory, max_steps=size.steps)
+            if report is not None:  # the same refusals on either path
+                report.check_size(size, config, self.library_names, inputs, program, resized=resize)
+            if self.discrete_runs and not return_trace:
+                final = self._run_discrete(inputs, program, memory_size=size.memory, max_steps=size.steps)
         if final is None:
             if report is not None and cells.shape[1] > self.machine.memory_size:  # a parse sized for the discrete run
                 for example, count in enumerate(report.elements):
@@ -322,15 +323,18 @@ class RunReport:
         cells = inputs[0][example].argmax(-1).tolist()[: self.elements[example]]  # (C,) -> the emitted elements
         return cells.index(0) if 0 in cells else len(cells)
 
-    def check_size(self, size: RunSize, config, names: list[str | None], inputs, program: Tensor) -> None:
-        """Refuse an example whose input Δ cannot hold at `size`: its elements and terminator, or what its
-        program needs (`memory_needed`), beyond the memory; a step bound beyond the budget."""
+    def check_size(
+        self, size: RunSize, config, names: list[str | None], inputs, program: Tensor, resized: bool
+    ) -> None:
+        """Refuse an example whose input Δ cannot hold at `size` (sized per question if `resized`, else the config's):
+        its elements and terminator, or what its program needs (`memory_needed`), beyond the memory; a step bound
+        beyond the budget."""
         n = config.delta_word_size
         for example, index in enumerate(program.tolist()):
             name = names[index]
             program_size = self.program_size(example, name, inputs)
             needed = memory_needed(name, program_size) if name is not None else self.elements[example]
-            limit = f"Δ's memory (n = {n})" if config.delta_size_per_question else "delta_memory_size"
+            limit = f"Δ's memory (n = {n})" if resized else "delta_memory_size"
             if needed > size.memory:
                 self.refuse(
                     example,
@@ -438,7 +442,8 @@ class LlamaDeltaPreTrainedModel(LlamaPreTrainedModel):
 class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
     """A Llama backbone + `DeltaComputerHead`; `forward` returns `AlgorithmicQAOutput`."""
 
-    # The loss is a mean over answer elements; never rescale it by accumulation steps (OFFLINE-STACK.md).
+    # The loss is a mean over answer elements; the Trainer must not rescale it by accumulation steps (it does for a
+    # forward that takes **kwargs unless this is False).
     accepts_loss_kwargs = False
 
     def __init__(self, config: LlamaDeltaConfig):
