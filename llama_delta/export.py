@@ -248,6 +248,16 @@ def model_card(
     )
 
 
+def _export_inputs(out_dir, overwrite: bool, results, datasets, repo_id: str | None, model_name: str | None):
+    """What both exports start from: an empty `out_dir`, results as `MeasuredResult`s, datasets as a list, and the
+    card's model name (default: the repo's name, else the folder's)."""
+    out_dir = Path(out_dir)
+    _empty_folder(out_dir, overwrite)
+    results = [r if isinstance(r, MeasuredResult) else MeasuredResult.from_mapping(r) for r in results or ()]
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets or ())
+    return out_dir, results, datasets, model_name or (repo_id.split("/")[-1] if repo_id else out_dir.resolve().name)
+
+
 def export_for_hub(
     model: LlamaDeltaForAlgorithmicQA,
     tokenizer,
@@ -275,11 +285,7 @@ def export_for_hub(
         `modelcard.extract_hyperparameters_from_trainer(trainer)`).
     overwrite: replace an existing non-empty `out_dir` (else refused, so no stale file is ever shipped).
     """
-    out_dir = Path(out_dir)
-    _empty_folder(out_dir, overwrite)
-    results = [r if isinstance(r, MeasuredResult) else MeasuredResult.from_mapping(r) for r in results or ()]
-    datasets = [datasets] if isinstance(datasets, str) else list(datasets or ())
-    model_name = model_name or (repo_id.split("/")[-1] if repo_id else out_dir.resolve().name)
+    out_dir, results, datasets, model_name = _export_inputs(out_dir, overwrite, results, datasets, repo_id, model_name)
     model.verify_library()  # never ship a ROM that disagrees with its sources
 
     model.save_pretrained(out_dir)  # safetensors + config.json (auto_map) + the flat remote-code files
@@ -332,11 +338,7 @@ def export_text_baseline(
     example_prompt / max_new_tokens: the card's usage snippet (the prompt as the baseline was trained on, the number
     of tokens its longest answer needs); the other arguments are `export_for_hub`'s.
     """
-    out_dir = Path(out_dir)
-    _empty_folder(out_dir, overwrite)
-    results = [r if isinstance(r, MeasuredResult) else MeasuredResult.from_mapping(r) for r in results or ()]
-    datasets = [datasets] if isinstance(datasets, str) else list(datasets or ())
-    model_name = model_name or (repo_id.split("/")[-1] if repo_id else out_dir.resolve().name)
+    out_dir, results, datasets, model_name = _export_inputs(out_dir, overwrite, results, datasets, repo_id, model_name)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     card_data = _card_data(

@@ -52,12 +52,7 @@ def plot_trace(
     bottom.set_ylim(-0.05, 1.05)
     bottom.set_ylabel("P(halted)")
     bottom.set_xlabel("step")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_learning_curves(log_history: Sequence[Mapping], path: str | Path, title: str = "") -> Path:
@@ -95,6 +90,11 @@ def plot_learning_curves(log_history: Sequence[Mapping], path: str | Path, title
         accuracy_axis.set_ylabel("validation exact match")
         accuracy_axis.legend(fontsize="small", ncol=1 + len(breakdowns) // 8)
     (axes[-1] if has_accuracy else axes).set_xlabel("optimizer step")
+    return _save(figure, path)
+
+
+def _save(figure, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure; returns its path."""
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
