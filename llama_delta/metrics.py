@@ -9,7 +9,9 @@ Two entry points share `per_example_scores` / `summarize`:
 
 Keys: "exact_match", "element_accuracy", "num_examples", and per breakdown value
 "exact_match/length=8", "element_accuracy/length=8", "num_examples/length=8". Element accuracy is
-micro-averaged: correct answer elements over all answer elements.
+micro-averaged: correct answer elements over all answer elements. Given each example's expected library
+program, "program_accuracy" (and per breakdown value) is how often the head's selection picked it: measured,
+never trained on (the loss sees answers only).
 """
 
 from __future__ import annotations
@@ -67,19 +69,24 @@ def summarize(
     correct: np.ndarray,
     counted: np.ndarray,
     breakdowns: Mapping[str, Sequence] | None = None,
+    program_correct: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Overall and per-breakdown-value metrics. Examples without answer elements (all padding, e.g.
-    filler rows) are left out. `breakdowns` maps a key name to one value per example."""
+    filler rows) are left out. `breakdowns` maps a key name to one value per example; `program_correct`
+    (one bool per example) whether the head selected the example's program."""
     keep = counted > 0
 
     def scores(mask: np.ndarray, suffix: str = "") -> dict[str, float]:
         mask = mask & keep
         elements = int(counted[mask].sum())
-        return {
+        out = {
             f"exact_match{suffix}": float(exact[mask].mean()) if mask.any() else 0.0,
             f"element_accuracy{suffix}": float(correct[mask].sum() / elements) if elements else 0.0,
             f"num_examples{suffix}": int(mask.sum()),
         }
+        if program_correct is not None:
+            out[f"program_accuracy{suffix}"] = float(program_correct[mask].mean()) if mask.any() else 0.0
+        return out
 
     out = scores(np.ones_like(keep))
     for key, values in (breakdowns or {}).items():
@@ -102,25 +109,38 @@ def breakdowns_from(dataset, columns: Sequence[str] = BREAKDOWN_COLUMNS) -> dict
 
 
 def make_compute_metrics(
-    breakdowns: Mapping[str, Sequence] | None = None, ignore_index: int = IGNORE_INDEX
+    breakdowns: Mapping[str, Sequence] | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    programs: Sequence[int] | None = None,
 ) -> Callable[[object], dict[str, float]]:
     """A `Trainer` `compute_metrics`. Its EvalPrediction holds `predictions` (B x K ids or B x K x n
     logits, or a tuple whose first item is one) and `label_ids` (B x K, `ignore_index` padding), in
     the evaluation dataset's order; `breakdowns` holds one value per evaluation example, e.g.
-    `breakdowns_from(eval_dataset)`."""
+    `breakdowns_from(eval_dataset)`. `programs`: each example's expected program index, scored against the
+    predictions' second item, the selected program (B,) (`argmax_logits`)."""
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         predictions = eval_prediction.predictions
+        selected = None
         if isinstance(predictions, (tuple, list)):
-            predictions = predictions[0]
-        return summarize(*per_example_scores(predictions, eval_prediction.label_ids, ignore_index), breakdowns)
+            predictions, selected = predictions[0], (predictions[1] if len(predictions) > 1 else None)
+        program_correct = None
+        if programs is not None:
+            if selected is None:
+                raise ValueError("program accuracy needs the selected programs (argmax_logits of a Δ model's outputs)")
+            program_correct = np.asarray(selected).reshape(-1) == np.asarray(programs)
+        scores = per_example_scores(predictions, eval_prediction.label_ids, ignore_index)
+        return summarize(*scores, breakdowns, program_correct)
 
     return compute_metrics
 
 
 def argmax_logits(logits, labels):
     """`preprocess_logits_for_metrics`: keep B x K arg-max ids instead of B x K x n logits, so the
-    Trainer does not accumulate every logit of the evaluation set."""
+    Trainer does not accumulate every logit of the evaluation set. A Δ model's outputs (answer_logits,
+    selection, ...) give (ids, the selected program (B,)), for `make_compute_metrics(programs=...)`."""
     if isinstance(logits, (tuple, list)):
+        if len(logits) > 1:
+            return logits[0].argmax(-1), logits[1].argmax(-1)
         logits = logits[0]
     return logits.argmax(-1)

@@ -344,13 +344,20 @@ def train_delta(
     choose_best_epoch(args, training_args, has_validation="validation" in data)
     train_steps = max(settings.max_steps[name] for name in IN_DISTRIBUTION if name in data)
     model.resize_delta(max_steps=train_steps)
+    library = list(settings.delta_config["delta_programs"])  # selection index -> program name
+
+    def split_metrics(split: datasets.Dataset):
+        """The split's metrics, with how often the head picked each example's program (measured, not trained)."""
+        programs = [library.index(name) for name in split["program"]]
+        return make_compute_metrics(breakdowns_from(split), programs=programs)
+
     trainer = Trainer(
         model=model,
         args=training_args,
         data_collator=DeltaCollator(tokenizer, settings.delta_config["delta_answer_length"]),
         train_dataset=data["train"],
         eval_dataset=data.get("validation"),
-        compute_metrics=make_compute_metrics(breakdowns_from(data["validation"])) if "validation" in data else None,
+        compute_metrics=split_metrics(data["validation"]) if "validation" in data else None,
         preprocess_logits_for_metrics=argmax_logits,
         processing_class=tokenizer,  # saved with every checkpoint
         callbacks=[StopAtExactMatch(args.stop_at_exact_match)]
@@ -365,7 +372,7 @@ def train_delta(
         if name in IN_DISTRIBUTION:
             continue
         trainer.model.resize_delta(max_steps=settings.max_steps[name])
-        trainer.compute_metrics = make_compute_metrics(breakdowns_from(split))
+        trainer.compute_metrics = split_metrics(split)
         metrics = trainer.evaluate(split, metric_key_prefix=name)
         prefix = f"{name}_"  # the Trainer adds an unprefixed `epoch`: not a result of the split
         results[name] = {key.removeprefix(prefix): value for key, value in metrics.items() if key.startswith(prefix)}
@@ -404,7 +411,6 @@ def train_text_sft(
         peft_config=get_peft_config(model_args),  # None without --use_peft
     )
     train_output = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
-    answer_format = TASK_ANSWER_FORMAT.get(args.task, "integers")
     results, new_tokens = {}, {}
     if trainer.is_world_process_zero():  # generation is not sharded: one process scores every split
         for name, split in data.items():
@@ -418,7 +424,10 @@ def train_text_sft(
             answers = generate_answers(
                 trainer.model, tokenizer, prompts, new_tokens[name], training_args.per_device_eval_batch_size
             )
-            results[name] = score_text_answers(answers, split, answer_format)
+            # each row as its task writes answers (the `all` mixture holds several)
+            tasks = split["task"] if "task" in split.column_names else [args.task] * len(split)
+            formats = [TASK_ANSWER_FORMAT.get(task, "integers") for task in tasks]
+            results[name] = score_text_answers(answers, split, formats)
     adapter = save_adapter(trainer) if model_args.use_peft else None
     final = trainer.model.merge_and_unload() if model_args.use_peft else trainer.model
     details = {**train_summary(train_output), "max_new_tokens": new_tokens}  # what each split was generated with

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import datasets
 
 from data_builders import TASKS, load_task
+from data_builders.mixture import MIXTURE_TASKS
 from modeling_llama_delta.library import BINARY_PROGRAMS, LIBRARY, memory_needed, step_bound
 from modeling_llama_delta.parsing import PARSE_MODES
 
@@ -36,24 +37,38 @@ TASK_LIBRARY: dict[str, tuple[str, ...]] = {
     "reverse": ("reverse",),
     "addition": ("add_digits",),
 }
+# `all`: one model, the whole library its mixture's tasks need (data_builders/mixture.py).
+TASK_LIBRARY["all"] = tuple(dict.fromkeys(name for task in MIXTURE_TASKS for name in TASK_LIBRARY[task]))
 # The parse mode each task gets unless told otherwise: one vector carries two or three numbers (the paper's
 # `last_token`); a string needs one cell per character, which `tokens` reads off the tokens themselves.
 # arithmetic: slots that copy the attended numeral token (87.6% test vs ~11% for last_token in the same budget,
 # README "Training"); fibonacci keeps the paper's last_token until measured.
 # fibonacci_linear states the depth as a numeral, which `slots` copies (not measured yet).
+# all: numbers (copied into registers) and sequences (copied into cells) in one pass, `mixed`.
 DEFAULT_PARSE_MODE = {task: "tokens" for task in TASK_LIBRARY} | {
     "arithmetic": "slots",
     "fibonacci": "last_token",
     "fibonacci_linear": "slots",
+    "all": "mixed",
 }
 # Δ runs exactly on this many sampled parses per example in training (score-function gradient) for the string
 # tasks, whose programs run hundreds of steps: there Δ's soft run turns a 1e-5 parse uncertainty into a wrong
 # answer (experiments/README.md); short programs (arithmetic, fibonacci) learn through the soft run.
-DEFAULT_PARSE_SAMPLES = {"sort": 8, "sort_spaced": 8, "reverse": 8, "count": 8, "strlen": 8}
-# task -> `delta_answer_format` (the rest: "integers").
-TASK_ANSWER_FORMAT = {"sort": "string", "sort_spaced": "string", "reverse": "string", "addition": "digits"}
-# Tasks whose memory holds a string's characters, which `tokens` parsing copies from the tokens that spell them.
-SPELLED_TASKS = ("sort", "sort_spaced", "reverse", "count", "strlen")
+# `all` samples too: Δ then runs one program per example (the sampled one) on the integer interpreter, so a
+# library of 14 programs costs about one program's run.
+DEFAULT_PARSE_SAMPLES = {"sort": 8, "sort_spaced": 8, "reverse": 8, "count": 8, "strlen": 8, "all": 8}
+# task -> `delta_answer_format` (the rest: "integers"); `all`: each answer as its program writes it
+# (`library.RESULTS`), read where that program leaves it (`delta_answer_source = "program"`).
+TASK_ANSWER_FORMAT = {
+    "sort": "string",
+    "sort_spaced": "string",
+    "reverse": "string",
+    "addition": "digits",
+    "all": "program",
+}
+# Tasks whose memory holds a string's characters, which `tokens` (and `mixed`) parsing copies from the tokens that
+# spell them; `all`'s bit strings and numerals are characters too (the calling convention's code points).
+SPELLED_TASKS = ("sort", "sort_spaced", "reverse", "count", "strlen", "all")
 # Which dataset config fields the generic size knobs map to, per builder family.
 _SIZE_FIELDS = {
     "arithmetic": {"dataset_size": "size"},
@@ -69,13 +84,18 @@ _SIZE_FIELDS = {
         "dataset_size": "examples_per_length",
         "ood_size": "ood_examples_per_length",
     },
+    # each task of the mixture keeps its own lengths (data_builders/mixture.py): only the sizes are knobs
+    "mixture": {"dataset_size": "examples_per_task", "ood_size": "ood_examples"},
 }
 
 
 def task_family(task: str) -> str:
-    """`arithmetic`, `fibonacci` or `sequence` (the string and digit tasks): which dataset knobs apply."""
+    """`arithmetic`, `fibonacci`, `sequence` (the string and digit tasks) or `mixture` (`all`): which dataset knobs
+    apply."""
     if task not in TASK_LIBRARY:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASK_LIBRARY)}")
+    if task == "all":
+        return "mixture"
     return task if task == "arithmetic" else "fibonacci" if task.startswith("fibonacci") else "sequence"
 
 
@@ -99,7 +119,8 @@ def dataset_overrides(
         if value is None:
             continue
         if knob not in _SIZE_FIELDS[family]:
-            raise ValueError(f"--{knob} does not apply to task {task!r} (it has no lengths or depths)")
+            what = "each of its tasks keeps its own lengths" if family == "mixture" else "it has no lengths or depths"
+            raise ValueError(f"--{knob} does not apply to task {task!r} ({what})")
         overrides[_SIZE_FIELDS[family][knob]] = tuple(value) if isinstance(value, (list, tuple)) else value
     if dataset_kwargs:
         extra = json.loads(dataset_kwargs) if isinstance(dataset_kwargs, str) else dict(dataset_kwargs)
@@ -240,32 +261,42 @@ def delta_settings(
     if missing:
         raise ValueError(f"task {task!r} needs library programs {missing}; the library holds {list(programs)}")
     places = set(rows["answer_in"])
-    if len(places) != 1 or set(rows["answer_offset"]) != {0}:
-        raise ValueError(f"task {task!r}: answers must all start at index 0 of one place; got {places}")
-    answer_source = "registers" if places == {"register"} else "memory"
+    if set(rows["answer_offset"]) != {0}:
+        raise ValueError(f"task {task!r}: answers must all start at index 0; got offsets {set(rows['answer_offset'])}")
+    if TASK_ANSWER_FORMAT.get(task) == "program":
+        answer_source = "program"  # each answer where its program leaves it (registers or memory)
+    elif len(places) == 1:
+        answer_source = "registers" if places == {"register"} else "memory"
+    else:
+        raise ValueError(f"task {task!r}: answers must all be in one place; got {places}")
     input_cells = max(len(m) for m in rows["memory"])
     input_registers = max(len(r) for r in rows["registers"])
     answer_length = max(len(a) for a in rows["answer_ids"])
-    longest = max(example_sizes(rows))
-    memory_size = max([input_cells, 1] + [memory_needed(name, longest) for name in needed])
-    if answer_source == "memory":
+    sizes = example_sizes(rows)
+    longest = max(sizes)
+    # Each program's memory for its own longest input (a mixture's longest string is not its longest numeral).
+    memory_size = max(
+        [input_cells, 1] + [memory_needed(name, size) for name, size in set(zip(rows["program"], sizes, strict=True))]
+    )
+    if answer_source != "registers":
         memory_size = max(memory_size, answer_length)
     measured: dict = {"longest_input": longest}
     per_token = 1
-    if parse_mode == "tokens":
-        if family != "sequence":
-            raise ValueError(f"parse mode 'tokens' reads input elements from a string; task {task!r} has none")
+    reads_elements = parse_mode in ("tokens", "mixed")  # cells read off the tokens: k elements per token
+    if reads_elements:
+        if family not in ("sequence", "mixture"):
+            raise ValueError(f"parse mode {parse_mode!r} reads input elements from a string; task {task!r} has none")
         if tokenizer is None:
-            raise ValueError("parse mode 'tokens' needs the tokenizer to measure delta_elements_per_token")
+            raise ValueError(f"parse mode {parse_mode!r} needs the tokenizer to measure delta_elements_per_token")
         per_token = elements_per_token(rows, tokenizer)
         measured["longest_token_elements"] = per_token
         # The model's `tokens` parser needs at least one last-token register output (a zero-sized one fails to
         # reshape); programs set every scratch register they read, so a spare input register is harmless.
         input_registers = max(input_registers, 1)
-    elif family == "sequence":
-        raise ValueError(f"task {task!r} parses strings into memory cells: use parse mode 'tokens'")
+    elif family in ("sequence", "mixture"):
+        raise ValueError(f"task {task!r} parses strings into memory cells: use parse mode 'tokens' or 'mixed'")
     token_values = None
-    if parse_mode == "tokens" and task in SPELLED_TASKS:
+    if reads_elements and task in SPELLED_TASKS:
         # Strings hold code points: a token's characters are its elements, copied rather than classified.
         elements = {value for row in rows["memory"] for value in row if value}
         written = {
@@ -295,7 +326,7 @@ def delta_settings(
         "delta_input_registers": input_registers,
         "delta_answer_source": answer_source,
         "delta_answer_length": answer_length,
-        "delta_answer_format": TASK_ANSWER_FORMAT.get(task, "integers"),
+        "delta_answer_format": TASK_ANSWER_FORMAT.get(task, "integers"),  # "program" goes with source "program"
         "delta_checkpoint_steps": min(checkpoint_steps, max(max_steps.values())),
         "delta_parse_samples": DEFAULT_PARSE_SAMPLES.get(task, 0) if parse_samples is None else parse_samples,
     }

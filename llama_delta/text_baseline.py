@@ -60,10 +60,13 @@ def generate_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: i
     return answers
 
 
-def score_text_answers(answers: Sequence[str], split, answer_format: str) -> dict[str, float]:
-    """Exact match and element accuracy of generated answers, with the same breakdowns as Δ's evaluation."""
+def score_text_answers(answers: Sequence[str], split, answer_format: str | Sequence[str]) -> dict[str, float]:
+    """Exact match and element accuracy of generated answers, with the same breakdowns as Δ's evaluation.
+    `answer_format`: one for the split, or one per row (a mixture of tasks)."""
     references = [list(ids) for ids in split["answer_ids"]]
+    formats = [answer_format] * len(references) if isinstance(answer_format, str) else list(answer_format)
     predictions = [
-        parse_answer_text(text, answer_format, len(ref)) for text, ref in zip(answers, references, strict=True)
+        parse_answer_text(text, row_format, len(ref))
+        for text, ref, row_format in zip(answers, references, formats, strict=True)
     ]
     return summarize(*score_sequences(predictions, references), breakdowns_from(split, BREAKDOWN_COLUMNS))
