@@ -41,6 +41,8 @@ TAGS = ("custom_code", "llama", "llama-delta", "differentiable-computer", "neura
 METRIC_MEANINGS = {
     "exact_match": "fraction of examples whose whole answer is right",
     "element_accuracy": "fraction of answer elements (digits, characters, values) that are right, over all examples",
+    "program_accuracy": "fraction of examples whose selected library program is the one the data names (measured only: "
+    "the model is trained on answers alone)",
 }
 # Where `export_for_hub` writes a trainable library's programs as assembly.
 DECOMPILED_DIR = "decompiled"

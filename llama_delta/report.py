@@ -30,23 +30,39 @@ def train_summary(train_output) -> dict:
     }
 
 
+CARD_METRICS = ("exact_match", "element_accuracy", "program_accuracy")
+
+
 def measured_results(report: dict, dataset_name: str) -> list[dict]:
-    """This run's numbers for the model card: exact match and element accuracy per test split, with how measured."""
-    return [
-        {
-            "dataset": dataset_name,
-            "task": report["task"],
-            "split": split,
-            "metric": metric,
-            "value": metrics[metric],
-            "num_examples": int(metrics["num_examples"]),
-            "command": report["command"],
-            "seed": report["seed"],
-            "machine": report["machine"],
-        }
-        for split, metrics in report["results"].items()
-        for metric in ("exact_match", "element_accuracy")
-    ]
+    """This run's numbers for the model card: exact match, element accuracy and program-selection accuracy per test
+    split, with how measured; a split mixing tasks (the `all` mixture) also gets one row per task and metric."""
+    rows = []
+    for split, metrics in report["results"].items():
+        groups = {report["task"]: ""}  # the whole split, then each task's breakdown
+        if report["task"] == "all":
+            groups |= {
+                key.split("=", 1)[1]: f"/task={key.split('=', 1)[1]}"
+                for key in metrics
+                if key.startswith("num_examples/task=")
+            }
+        for task, suffix in groups.items():
+            for metric in CARD_METRICS:
+                if metric + suffix not in metrics or not metrics["num_examples" + suffix]:
+                    continue
+                rows.append(
+                    {
+                        "dataset": dataset_name,
+                        "task": task,
+                        "split": split,
+                        "metric": metric,
+                        "value": metrics[metric + suffix],
+                        "num_examples": int(metrics["num_examples" + suffix]),
+                        "command": report["command"],
+                        "seed": report["seed"],
+                        "machine": report["machine"],
+                    }
+                )
+    return rows
 
 
 def results_table(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
@@ -71,3 +87,35 @@ def results_table(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> s
         for line in [header, *rows]
     ]
     return "\n".join([lines[0], "  ".join("-" * width for width in widths), *lines[1:]])
+
+
+def task_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    """For a run on the `all` mixture: one row per task, exact match on `test`, on `heldout_phrasing`, on its held-out
+    lengths or depths (`<task>_ood_*` splits, shortest first), and the program-selection accuracy on `test`.
+
+    results: split -> metrics with `/task=<task>` breakdowns (the mixed splits) or a task's own `<task>_ood_*` split.
+    """
+    tasks = sorted({key.split("=", 1)[1] for key in results.get("test", {}) if key.startswith("num_examples/task=")})
+    ood = {task: sorted((s for s in results if s.startswith(f"{task}_ood_")), key=_trailing_number) for task in tasks}
+    most_ood = max((len(splits) for splits in ood.values()), default=0)
+    header = ["task", "test", "heldout_phrasing"] + [f"ood {i + 1}" for i in range(most_ood)] + ["program (test)"]
+    rows = []
+    for task in tasks:
+        row = [task]
+        for split in ("test", "heldout_phrasing"):
+            value = results.get(split, {}).get(f"exact_match/task={task}")
+            row.append("-" if value is None else f"{value:.2%}")
+        for split in ood[task] + [None] * (most_ood - len(ood[task])):
+            row.append("-" if split is None else f"{results[split]['exact_match']:.2%} ({split.split('_ood_')[1]})")
+        program = results["test"].get(f"program_accuracy/task={task}")
+        row.append("-" if program is None else f"{program:.2%}")
+        rows.append(row)
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in [header, *rows]
+    ]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def _trailing_number(split: str) -> int:
+    return int(split.rsplit("_", 1)[1])

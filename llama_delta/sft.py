@@ -44,7 +44,7 @@ from .export import export_for_hub, export_text_baseline, push_to_hub
 from .metrics import argmax_logits, breakdowns_from, make_compute_metrics
 from .plotting import plot_learning_curves
 from .presets import defaults_argv, resume_argument
-from .report import machine_description, measured_results, results_table, train_summary
+from .report import machine_description, measured_results, results_table, task_table, train_summary
 from .rom_check import assert_library_unchanged, library_snapshot
 from .task_settings import TASK_ANSWER_FORMAT, TASK_LIBRARY, delta_settings, load_task_data
 from .text_baseline import PROMPT_SUFFIX, generate_answers, prompt_completion, score_text_answers
@@ -505,6 +505,9 @@ def main(argv: list[str] | None = None) -> dict:
         table[other["method"]] = other["results"]
     print(f"\n{args.task}: test exact match / element accuracy ({args.method}, {report['optimizer_steps']} steps)")
     print(results_table(table))
+    if args.task == "all":
+        print(f"\nall: exact match per task ({args.method})")
+        print(task_table(results))
 
     export_dir = Path(args.export_dir) if args.export_dir else out_dir / "hub"
     card = {
