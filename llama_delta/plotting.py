@@ -1,5 +1,6 @@
-"""Pictures: a Δ run (where the instruction counter is, what the registers hold, when it halts) and a training run's
-learning curves (loss, validation exact match overall and per length / operation)."""
+"""Pictures: a Δ run (where the instruction counter is, what the registers hold, when it halts), a training run's
+learning curves (loss, validation exact match overall and per length / operation), and a run on the `all` mixture
+per task (exact match in distribution, in held-out phrasings, at held-out lengths)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,36 @@ def plot_learning_curves(log_history: Sequence[Mapping], path: str | Path, title
         accuracy_axis.set_ylabel("validation exact match")
         accuracy_axis.legend(fontsize="small", ncol=1 + len(breakdowns) // 8)
     (axes[-1] if has_accuracy else axes).set_xlabel("optimizer step")
+    return _save(figure, path)
+
+
+def plot_task_results(per_task: Mapping[str, Mapping], path: str | Path, title: str = "") -> Path:
+    """Write a grouped bar chart of `report.task_results` and return its path: per task, exact match on `test`,
+    `heldout_phrasing` and each held-out length or depth (shortest first), and the program-selection accuracy."""
+    columns = ["test", "heldout_phrasing"]
+    most_ood = max((len(row["ood"]) for row in per_task.values()), default=0)
+    labels = columns + [f"held-out length/depth {i + 1}" for i in range(most_ood)] + ["program selected (test)"]
+    values = [
+        [
+            row["test"],
+            row["heldout_phrasing"],
+            *[v for _, v in row["ood"]],
+            *[None] * (most_ood - len(row["ood"])),
+            row["program"],
+        ]
+        for row in per_task.values()
+    ]  # (tasks, columns), None: not measured
+    figure, axis = plt.subplots(figsize=(max(8, 1.3 * len(per_task)), 4.5))
+    width = 0.8 / len(labels)
+    for column, label in enumerate(labels):
+        xs = [task + (column - (len(labels) - 1) / 2) * width for task in range(len(per_task))]
+        heights = [0.0 if row[column] is None else row[column] for row in values]
+        axis.bar(xs, heights, width, label=label)
+    axis.set_xticks(range(len(per_task)), list(per_task), rotation=20)
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("exact match (bars at 0: not measured or 0)")
+    axis.set_title(title or "exact match per task")
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(figure, path)
 
 

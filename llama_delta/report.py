@@ -38,7 +38,8 @@ def measured_results(report: dict, dataset_name: str) -> list[dict]:
     split, with how measured; a split mixing tasks (the `all` mixture) also gets one row per task and metric."""
     rows = []
     for split, metrics in report["results"].items():
-        groups = {report["task"]: ""}  # the whole split, then each task's breakdown
+        # the whole split (a mixture's `<task>_ood_*` split is that task's), then each task's breakdown
+        groups = {split.split("_ood_")[0] if report["task"] == "all" and "_ood_" in split else report["task"]: ""}
         if report["task"] == "all":
             groups |= {
                 key.split("=", 1)[1]: f"/task={key.split('=', 1)[1]}"
@@ -89,27 +90,39 @@ def results_table(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> s
     return "\n".join([lines[0], "  ".join("-" * width for width in widths), *lines[1:]])
 
 
-def task_table(results: Mapping[str, Mapping[str, float]]) -> str:
-    """For a run on the `all` mixture: one row per task, exact match on `test`, on `heldout_phrasing`, on its held-out
-    lengths or depths (`<task>_ood_*` splits, shortest first), and the program-selection accuracy on `test`.
+def task_results(results: Mapping[str, Mapping[str, float]]) -> dict[str, dict]:
+    """A run on the `all` mixture, per task: exact match on `test` and on `heldout_phrasing` (None where the split
+    lacks the task), on its held-out lengths or depths (`ood`: (`<task>_ood_*` split, value) pairs, shortest first),
+    and the program-selection accuracy on `test` (`program`).
 
     results: split -> metrics with `/task=<task>` breakdowns (the mixed splits) or a task's own `<task>_ood_*` split.
     """
     tasks = sorted({key.split("=", 1)[1] for key in results.get("test", {}) if key.startswith("num_examples/task=")})
-    ood = {task: sorted((s for s in results if s.startswith(f"{task}_ood_")), key=_trailing_number) for task in tasks}
-    most_ood = max((len(splits) for splits in ood.values()), default=0)
-    header = ["task", "test", "heldout_phrasing"] + [f"ood {i + 1}" for i in range(most_ood)] + ["program (test)"]
-    rows = []
+    table = {}
     for task in tasks:
-        row = [task]
-        for split in ("test", "heldout_phrasing"):
-            value = results.get(split, {}).get(f"exact_match/task={task}")
-            row.append("-" if value is None else f"{value:.2%}")
-        for split in ood[task] + [None] * (most_ood - len(ood[task])):
-            row.append("-" if split is None else f"{results[split]['exact_match']:.2%} ({split.split('_ood_')[1]})")
-        program = results["test"].get(f"program_accuracy/task={task}")
-        row.append("-" if program is None else f"{program:.2%}")
-        rows.append(row)
+        ood = sorted((split for split in results if split.startswith(f"{task}_ood_")), key=_trailing_number)
+        table[task] = {
+            **{split: results.get(split, {}).get(f"exact_match/task={task}") for split in ("test", "heldout_phrasing")},
+            "ood": [(split, results[split]["exact_match"]) for split in ood],
+            "program": results["test"].get(f"program_accuracy/task={task}"),
+        }
+    return table
+
+
+def task_table(results: Mapping[str, Mapping[str, float]]) -> str:
+    """`task_results` as text: one row per task; the held-out lengths as `ood 1`, `ood 2`, ... (shortest first)."""
+    per_task = task_results(results)
+    most_ood = max((len(row["ood"]) for row in per_task.values()), default=0)
+    header = ["task", "test", "heldout_phrasing"] + [f"ood {i + 1}" for i in range(most_ood)] + ["program (test)"]
+
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2%}"
+
+    rows = []
+    for task, row in per_task.items():
+        ood = [f"{percent(value)} ({split.split('_ood_')[1]})" for split, value in row["ood"]]
+        ood += ["-"] * (most_ood - len(ood))
+        rows.append([task, percent(row["test"]), percent(row["heldout_phrasing"]), *ood, percent(row["program"])])
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in [header, *rows]

@@ -42,9 +42,9 @@ from .callbacks import StopAtExactMatch
 from .collator import DeltaCollator
 from .export import export_for_hub, export_text_baseline, push_to_hub
 from .metrics import argmax_logits, breakdowns_from, make_compute_metrics
-from .plotting import plot_learning_curves
+from .plotting import plot_learning_curves, plot_task_results
 from .presets import defaults_argv, resume_argument
-from .report import machine_description, measured_results, results_table, task_table, train_summary
+from .report import machine_description, measured_results, results_table, task_results, task_table, train_summary
 from .rom_check import assert_library_unchanged, library_snapshot
 from .task_settings import TASK_ANSWER_FORMAT, TASK_LIBRARY, delta_settings, load_task_data
 from .text_baseline import PROMPT_SUFFIX, generate_answers, prompt_completion, score_text_answers
@@ -508,6 +508,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.task == "all":
         print(f"\nall: exact match per task ({args.method})")
         print(task_table(results))
+        report["task_plot"] = str(
+            plot_task_results(task_results(results), out_dir / "tasks.png", f"all, {args.method}: exact match per task")
+        )
 
     export_dir = Path(args.export_dir) if args.export_dir else out_dir / "hub"
     card = {

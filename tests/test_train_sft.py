@@ -15,7 +15,8 @@ import torch
 
 from llama_delta import sft
 from llama_delta.collator import DeltaCollator
-from llama_delta.report import results_table
+from llama_delta.plotting import plot_task_results
+from llama_delta.report import measured_results, results_table, task_results, task_table
 from llama_delta.rom_check import assert_library_unchanged, library_snapshot
 from llama_delta.task_settings import delta_settings, elements_per_token, input_spans, load_task_data
 from llama_delta.text_baseline import parse_answer_text
@@ -403,6 +404,46 @@ def test_answer_text_and_table():
         {"delta": {"test": {"exact_match": 0.5, "element_accuracy": 0.75, "num_examples": 4}}, "text_sft": {}}
     )
     assert "50.00%" in table and "75.00%" in table and "text_sft exact" in table
+
+
+MIXED_RESULTS = {
+    "test": {
+        "exact_match": 0.75,
+        "num_examples": 8,
+        **{"exact_match/task=sort": 1.0, "num_examples/task=sort": 4, "program_accuracy/task=sort": 1.0},
+        **{
+            "exact_match/task=arithmetic": 0.5,
+            "num_examples/task=arithmetic": 4,
+            "program_accuracy/task=arithmetic": 0.25,
+        },
+    },
+    "heldout_phrasing": {"exact_match/task=sort": 0.5, "num_examples/task=sort": 2},
+    "sort_ood_length_48": {"exact_match": 0.25, "num_examples": 4},
+    "sort_ood_length_24": {"exact_match": 0.75, "num_examples": 4},
+}
+
+
+def test_per_task_results_of_the_mixture(tmp_path):
+    """`all`: one row per task, held-out lengths shortest first, a task absent from a split marked unmeasured; the
+    card gets per-task rows with each task's own example count; the bar chart is written."""
+    per_task = task_results(MIXED_RESULTS)
+    assert list(per_task) == ["arithmetic", "sort"]
+    assert per_task["sort"]["ood"] == [("sort_ood_length_24", 0.75), ("sort_ood_length_48", 0.25)]
+    assert per_task["arithmetic"]["heldout_phrasing"] is None and per_task["arithmetic"]["program"] == 0.25
+    lines = task_table(MIXED_RESULTS).splitlines()
+    assert lines[2].split()[:3] == ["arithmetic", "50.00%", "-"] and "75.00% (length_24)" in lines[3]
+    report = {"task": "all", "results": MIXED_RESULTS, "command": "python train_sft.py --task all", "seed": 0}
+    rows = measured_results(report | {"machine": "test"}, "generated")
+    sort_test = {r["metric"]: r for r in rows if r["task"] == "sort" and r["split"] == "test"}
+    assert sort_test["exact_match"]["value"] == 1.0 and sort_test["exact_match"]["num_examples"] == 4
+    assert sort_test["program_accuracy"]["value"] == 1.0
+    assert {(r["task"], r["split"]) for r in rows if r["metric"] == "exact_match"} >= {
+        ("all", "test"),
+        ("arithmetic", "test"),
+        ("sort", "heldout_phrasing"),
+        ("sort", "sort_ood_length_24"),
+    }
+    assert plot_task_results(per_task, tmp_path / "tasks.png").stat().st_size > 0
 
 
 @pytest.mark.slow
