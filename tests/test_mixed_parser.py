@@ -360,3 +360,19 @@ def test_save_reload_and_remote_code_keep_the_mixed_model(model, tokenizer, tmp_
         expected = model(**inputs)
     torch.testing.assert_close(tensors["out.answer_logits"], expected.answer_logits, rtol=0, atol=0)
     torch.testing.assert_close(tensors["out.loss"], expected.loss.reshape(-1), rtol=0, atol=0)
+
+
+def test_delta_is_sized_per_question_for_operands_longer_than_the_config(model, tokenizer):
+    """8-digit operands need 18 cells (memory 16) from 18 elements (delta_input_cells 12): the parse and Δ grow
+    with the question, as for `tokens`."""
+    question = "If you add 99999999 and 11111111, what do you get?"
+    roles = {"999": (CHAR,), "99": (CHAR, END), "111": (CHAR,), "11": (CHAR, END)}
+    ids = rig(model, tokenizer, question, roles, "add_digits")
+    assert [tokenizer.decode([t]) for t in ids].count("99") == 1
+    assert model.solve(question, tokenizer) == [str(99999999 + 11111111)]
+    model.config.delta_size_per_question = False
+    try:
+        [details] = model.solve(question, tokenizer, return_details=True, refuse=False)
+    finally:
+        model.config.delta_size_per_question = True
+    assert details["answer"] is None and "delta_input_cells" in details["refusal"]
