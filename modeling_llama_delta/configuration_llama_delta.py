@@ -9,11 +9,15 @@ from transformers import LlamaConfig
 
 from .alu import ALU_BACKENDS
 from .compiler import compile_library
-from .library import LIBRARY, check_machine_fits
+from .library import LIBRARY, RESULTS, check_machine_fits
 from .parsing import PARSE_MODES, PARSERS
 
-ANSWER_SOURCES = ("registers", "memory")
-ANSWER_FORMATS = ("integers", "string", "digits")
+# "program" (source and format together): each example's answer is read where its chosen program puts it,
+# and written in that program's format (`library.RESULTS`).
+ANSWER_SOURCES = ("registers", "memory", "program")
+ANSWER_FORMATS = ("integers", "string", "digits", "program")
+# How the sampled parses' programs are chosen in training (`delta_program_choice`).
+PROGRAM_CHOICES = ("sample", "enumerate")
 # The paper's §4.2 calculator: one program per arithmetic operation.
 DEFAULT_PROGRAMS = ("add", "sub", "mul", "div", "mod", "min", "max")
 
@@ -44,22 +48,28 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_parse_mode (`str`): `last_token` (the paper: one vector from the last token), `slots` (one learned
         query per parsed cell/register/selection, attending over all token states), or `tokens` (every token
         emits up to `delta_elements_per_token` cell values, placed in order from m[0]; registers and selection
-        from the last token).
+        from the last token), or `mixed` (one parse for the whole library: registers from slot queries copying
+        the numeral a token spells, cells as `tokens` with an end-of-sequence gate per token, the selection from a
+        query; `parsing.MixedParser`).
     delta_elements_per_token (`int`): for `tokens` parsing, how many cell values one token can spell.
     delta_token_values (`dict[str, int | list[int]]`): token id -> the value(s) the token spells, copied instead of
         classified. `slots`: one value per token, read as decimal numerals (Llama 3 spells 0..999 as single
         tokens; adjacent value tokens form one number, so a digit-by-digit tokenizer's "1", "2", "5" is 125); a
         slot attending to a numeral's last token copies its value (a pointer, exact for a sharp attention).
-        `tokens`: up to
+        `tokens` and `mixed`: up to
         `delta_elements_per_token` values per token (the characters of "abc" are [97, 98, 99]); the token's
         elements take those values and only their gates are learned. Tokens not listed fall back to the
-        learned classifier.
+        learned classifier. `mixed` also reads a token whose characters are all digits as the numeral they write.
     delta_input_cells (`int`): memory cells `m[0..k-1]` the head writes (the rest start at 0).
     delta_input_registers (`int`): registers `r0..r(k-1)` the head writes (never `sp`/`ra`).
-    delta_answer_source (`str`): `registers` or `memory`: where the answer is read after the run.
-    delta_answer_length (`int`): answer elements, read from index 0 of `delta_answer_source`.
+    delta_answer_source (`str`): `registers` or `memory`: where the answer is read after the run; `program`: where
+        each example's chosen program puts its result (`library.RESULTS`; soft selections mix the places), which
+        needs every program to be a library program and `delta_answer_format = "program"`.
+    delta_answer_length (`int`): answer elements, read from index 0 of `delta_answer_source` (`program`: the K of
+        memory answers; a register answer is ONE element, followed by K - 1 positions the labels mask with -100).
     delta_answer_format (`str`): how `solve` writes answers as text: `integers` ("7", "3 1 2"), `string`
-        (code points up to the first 0: "abbdd"), or `digits` (digit characters, most significant first: "1234").
+        (code points up to the first 0: "abbdd"), `digits` (digit characters, most significant first: "1234"), or
+        `program` (the chosen program's format, `library.RESULTS`; with `delta_answer_source = "program"`).
     delta_straight_through (`bool`): run Δ on the arg-max (one-hot, hence exact) parse and pass gradients to
         the soft parse straight through; off: Δ runs on the soft parse itself (the paper).
     delta_parse_samples (`int`): 0: Δ runs on the parse itself (the paper, or straight-through). `S >= 2`: in
@@ -68,6 +78,10 @@ class LlamaDeltaConfig(LlamaConfig):
         (REINFORCE) gradient with a leave-one-out baseline; in evaluation Δ runs the arg-max parse and program.
         These runs take the integer interpreter (`discrete.py`). For long programs, where Δ's soft run is
         unstable (a 1e-5 parse uncertainty grows into a wrong sort over ~250 steps: experiments/README.md).
+    delta_program_choice (`str`): with `delta_parse_samples`, in training: `sample` (each sampled parse runs one
+        program drawn from the selection, score-function gradient for it too) or `enumerate` (each sampled parse
+        runs under every program, B·S·P exact runs, and the loss is the exact expectation over the selection: an
+        exact gradient for the selection, the score function for the parse).
     delta_checkpoint_steps (`int`): gradient checkpointing over blocks of this many Δ steps (0: off).
     delta_size_per_question (`bool`): on (new configs): outside training, runs on the integer interpreter (one
         program, an exactly one-hot parse) size Δ per batch from the parsed input: the `tokens` parse holds up to
@@ -102,6 +116,7 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_answer_format: str = "integers"
     delta_straight_through: bool = False
     delta_parse_samples: int = 0
+    delta_program_choice: str = "sample"
     delta_checkpoint_steps: int = 0
     delta_size_per_question: bool = True
 
@@ -213,9 +228,19 @@ class LlamaDeltaConfig(LlamaConfig):
         check_range("delta_input_cells", parser.min_input_cells, self.delta_memory_size)
         check_range("delta_input_registers", 0, registers - 2)
         check_choice("delta_answer_source", ANSWER_SOURCES)
-        answer_room = self.delta_memory_size if self.delta_answer_source == "memory" else registers
+        answer_room = registers if self.delta_answer_source == "registers" else self.delta_memory_size
         check_range("delta_answer_length", 1, answer_room)
         check_choice("delta_answer_format", ANSWER_FORMATS)
+        if (self.delta_answer_source == "program") != (self.delta_answer_format == "program"):
+            raise ValueError(
+                f"delta_answer_source = {self.delta_answer_source!r} and delta_answer_format = "
+                f"{self.delta_answer_format!r}: 'program' goes with 'program' (each program's place and format)"
+            )
+        check_choice("delta_program_choice", PROGRAM_CHOICES)
+        if self.delta_program_choice == "enumerate" and not self.delta_parse_samples:
+            raise ValueError(
+                "delta_program_choice = 'enumerate' runs every program on sampled parses: set delta_parse_samples"
+            )
         check_range("delta_checkpoint_steps", 0, self.delta_max_steps)
         if self.delta_parse_samples != 0:
             check_range("delta_parse_samples", 2, 256)  # the baseline of a sample is the mean of the others
@@ -242,6 +267,13 @@ class LlamaDeltaConfig(LlamaConfig):
                     raise ValueError(
                         f"delta_programs[{name!r}]: {error} (delta_num_registers, delta_word_size)"
                     ) from None
+        if self.delta_answer_source == "program":
+            for name, source in self.delta_programs.items():
+                if library_names.get(source) not in RESULTS:
+                    raise ValueError(
+                        f"delta_programs[{name!r}] is not a library program (its source matches none in LIBRARY): "
+                        "delta_answer_source = 'program' reads each answer where its library program puts it"
+                    )
         library = compile_library(self.delta_programs, n, registers)  # assembled once per library (cached)
         for name, program in zip(library.names, library.programs, strict=True):
             if name not in program.functions:

@@ -343,6 +343,31 @@ _SIZES: dict[str, tuple[str, Callable[[int], int], Callable[[int], int]]] = {
     "parity": ("string length", lambda s: s + 1, lambda s: 5 * s + 12),
     "add_digits": ("digits per operand", lambda s: 2 * s + 2, lambda s: 18 * s + 16),
 }
+# name -> (source, format): where each program's result is and how it reads as text, as its `;;` block says:
+# ("registers", "integers") is the ONE value r0; ("memory", "string") a zero-terminated string from m[0];
+# ("memory", "digits") digit characters from m[0], most significant (the carry) first, zero-terminated.
+RESULTS: dict[str, tuple[str, str]] = {
+    **{op: ("registers", "integers") for op in BINARY_PROGRAMS},
+    **{name: ("registers", "integers") for name in ("fib", "fib_recursive", "fib_linear", "strlen", "count", "sum")},
+    "parity": ("registers", "integers"),
+    "sort": ("memory", "string"),
+    "reverse": ("memory", "string"),
+    "add_digits": ("memory", "digits"),
+}
+# name -> how many zero-terminated sequences it reads from m[0] (add_digits: A then B, of one length each).
+SEQUENCES_READ: dict[str, int] = {
+    **{op: 0 for op in BINARY_PROGRAMS},
+    **{name: 0 for name in ("fib", "fib_recursive", "fib_linear")},
+    **{name: 1 for name in ("strlen", "count", "reverse", "sort", "sum", "parity")},
+    "add_digits": 2,
+}
+# name -> how many input registers r0, r1, ... it reads (its `;;` block's "In:"; count's character is r0).
+REGISTERS_READ: dict[str, int] = {
+    **{op: 2 for op in BINARY_PROGRAMS},
+    **{name: 3 for name in ("fib", "fib_recursive", "fib_linear")},
+    **{name: 0 for name in ("strlen", "reverse", "sort", "sum", "parity", "add_digits")},
+    "count": 1,
+}
 # Word sizes below which a program computes wrong values (its ROM length is a separate, larger limit).
 MIN_WORD_SIZE: dict[str, int] = {"parity": 50, "add_digits": 58}
 

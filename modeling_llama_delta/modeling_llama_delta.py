@@ -21,11 +21,14 @@ from transformers.utils import ModelOutput
 from .compiler import compile_library
 from .configuration_llama_delta import LlamaDeltaConfig
 from .discrete import DiscreteMachine, one_hot_values
-from .library import LIBRARY, memory_needed, size_meaning, step_bound
+from .library import LIBRARY, REGISTERS_READ, RESULTS, SEQUENCES_READ, memory_needed, size_meaning, step_bound
 from .machine import DeltaMachine, DeltaState, DeltaTrace
 from .parsing import (
+    NUMERAL_CAP,
     DeltaParser,
+    MixedParser,
     ParsedElements,
+    ParsedMixed,
     ParsedQuestion,
     SlotParser,
     build_parser,
@@ -125,10 +128,15 @@ class DeltaComputerHead(nn.Module):
             parsed = self.parser(hidden, attention_mask, input_ids)
         cells, registers, selection = parsed.cells, parsed.registers, parsed.selection
         inputs, log_q = (cells, registers), None
-        program = None  # (B[·S],) the one program each run executes, where the parse picks it
-        samples = config.delta_parse_samples
+        program = None  # (B[·S[·P]],) the one program each run executes, where the parse picks it
+        samples, programs = config.delta_parse_samples, selection.shape[1]
+        enumerate_programs = samples and self.training and config.delta_program_choice == "enumerate"
         if config.delta_straight_through:
             inputs = tuple(straight_through_one_hot(values) for values in inputs)
+        elif enumerate_programs:  # every sampled parse under every program: (B·S·P,) runs, program-minor
+            inputs, log_q = self.parser.sample(parsed, samples)  # (B·S, ., n) one-hot each, (B, S)
+            inputs = tuple(values.repeat_interleave(programs, 0) for values in inputs)  # (B·S·P, ., n)
+            program = torch.arange(programs, device=selection.device).repeat(inputs[0].shape[0] // programs)
         elif samples and self.training:
             inputs, log_q = self.parser.sample(parsed, samples)  # (B·S, ., n) one-hot each, (B, S)
             program, log_q_program = sample_program(selection, samples)  # (B·S,), (B, S)
@@ -136,7 +144,9 @@ class DeltaComputerHead(nn.Module):
         elif samples:
             inputs, program = self.parser.greedy(parsed), selection.argmax(-1)  # (B,)
         report = None if self.training else RunReport.of_parse(parsed, config.delta_word_size)
-        final, trace = None, None
+        if report is not None and isinstance(parsed, ParsedMixed):
+            report.check_program_inputs(parsed, selection.argmax(-1), self.library_names, config.delta_word_size)
+        final, trace, program_states = None, None, None
         answer_length = config.delta_answer_length
         if program is not None:
             size = RunSize.fixed(config)  # the soft machine's, and the discrete run's unless it resizes
@@ -156,26 +166,42 @@ class DeltaComputerHead(nn.Module):
                             example,
                             f"the input has {count} elements; delta_memory_size holds {self.machine.memory_size} cells",
                         )
-            run_selection = selection if program is None else F.one_hot(program, selection.shape[1]).to(selection)
+            run_selection = selection if program is None else F.one_hot(program, programs).to(selection)
             state = self.machine.start_state(
                 memory=inputs[0][:, : self.machine.memory_size] if cells.shape[1] else None,
                 registers=inputs[1] if registers.shape[1] else None,
                 batch_size=run_selection.shape[0],
             )
             run = self.machine(state, selection=run_selection, return_trace=return_trace)
-            final, trace = run.state, run.trace
+            final, trace, program_states = run.state, run.trace, run.program_states
         elif report is not None:
             report.exact = True
-        source = final.registers if config.delta_answer_source == "registers" else final.memory
-        answer = source[:, :answer_length]  # (B[·S], K, n) probabilities
+        in_memory = None  # (B[·S[·P]],) whether each run's answer is in memory (delta_answer_source = "program")
+        if config.delta_answer_source == "program":
+            places = self.answers_in_memory.to(selection.device)  # (P,)
+            if program is None:  # a mixed selection: each program's answer where it puts it, mixed by the selection
+                per_program = program_answers(program_states, places.expand(len(selection), -1), answer_length)
+                answer = torch.einsum("bp,bpkn->bkn", selection, per_program)  # (B, K, n)
+                in_memory = places[selection.argmax(-1)]
+            else:
+                in_memory = places[program]
+                answer = program_answers(final, in_memory, answer_length)  # (B[·S[·P]], K, n)
+            memory = final.memory
+        else:
+            memory = final.memory if config.delta_answer_source == "memory" else None
+            source = final.registers if memory is None else memory
+            answer = source[:, :answer_length]  # (B[·S], K, n) probabilities
         halted = final.halted
-        if log_q is not None:
+        if enumerate_programs:
+            answer = answer.view(-1, samples, programs, *answer.shape[1:])  # (B, S, P, K, n)
+            halted = torch.einsum("bsp,bp->b", halted.view(-1, samples, programs), selection.detach()) / samples
+        elif log_q is not None:
             answer = answer.view(-1, samples, *answer.shape[1:])  # (B, S, K, n)
             halted = halted.view(-1, samples).mean(1)  # (B,)
         if report is not None:
             report.check_halted(halted)
-            if config.delta_answer_source == "memory" and config.delta_answer_format != "integers":
-                report.check_terminated(source, answer_length)
+            if memory is not None and config.delta_answer_format != "integers":
+                report.check_terminated(memory, answer_length, in_memory)
         return answer, selection, halted, cells, registers, trace, log_q, report
 
     @property
@@ -183,6 +209,11 @@ class DeltaComputerHead(nn.Module):
         """The library program each selection index holds (matched by source), None for a source not in Λ."""
         by_source = {source: name for name, source in LIBRARY.items()}
         return [by_source.get(source) for source in self.config.delta_programs.values()]
+
+    @property
+    def answers_in_memory(self) -> Tensor:
+        """(P,) bool: whether each selection index's program puts its result in memory (`library.RESULTS`)."""
+        return torch.tensor([RESULTS[name][0] == "memory" for name in self.library_names])
 
     def discrete_machine(self, memory_size: int | None = None) -> DiscreteMachine:
         """The integer interpreter of the machine's programs with `memory_size` cells (default the machine's),
@@ -253,8 +284,11 @@ class RunSize:
                 steps = max(steps, step_bound(name, size))
         memory, steps = min(memory, n), min(steps, MAX_RUN_STEPS)
         answer_length = config.delta_answer_length
-        if config.delta_answer_source == "memory" and config.delta_answer_format != "integers":
-            # a NUL-terminated answer (sort, reverse: as long as the input) read up to its terminator
+        if config.delta_answer_source == "program" or (
+            config.delta_answer_source == "memory" and config.delta_answer_format != "integers"
+        ):
+            # a NUL-terminated answer (sort, reverse: as long as the input; add_digits: L + 1 of its 2L + 1 elements)
+            # read up to its terminator
             answer_length = max(answer_length, min(memory, max(report.elements, default=0) + 1))
         return cls(memory, steps, answer_length)
 
@@ -308,6 +342,71 @@ class RunReport:
                 )
         return report
 
+    def check_program_inputs(self, parsed: ParsedMixed, program: Tensor, names: list[str | None], n: int) -> None:
+        """The refusals of a `mixed` parse, which depend on the program each example runs (B,) (its arg-max):
+        a register the program reads (`library.REGISTERS_READ`; all of them for a program outside Λ) whose
+        arg-max attention lies on a numeral >= n; a token that spells no value, its gate open, inside a sequence;
+        a 0 inside the input (a token's terminator followed by more elements) of a program reading one sequence,
+        and for a program reading two (`library.SEQUENCES_READ`) anything but two sequences, or (add_digits, L
+        digits each) two of different lengths."""
+        if parsed.numerals is None:  # values classified, not copied: nothing copied to check
+            return
+        rows = parsed.numerals.shape[0]
+        attended = parsed.register_attention.argmax(-1)  # (B, Rin) the token each register slot reads
+        numerals = parsed.numerals.gather(1, attended)  # (B, Rin)
+        emitted = (parsed.gates > 0.5).tolist()  # (B, E)
+        values = parsed.elements.argmax(-1).tolist()  # (B, E)
+        terminators = parsed.terminators[0].tolist()  # (E,) the same layout for every example
+        per_token = len(terminators) // parsed.unspelled_open.shape[1]
+        for example, index in zip(range(rows), program.tolist(), strict=True):
+            name = names[index]
+            reads = REGISTERS_READ[name] if name is not None else numerals.shape[1]
+            for slot in range(min(reads, numerals.shape[1])):
+                value = int(numerals[example, slot])
+                if value >= n:
+                    shown = f">= {value}" if value >= NUMERAL_CAP else str(value)
+                    self.refuse(
+                        example,
+                        f"register r{slot} of {name or 'its program'} reads the numeral {shown} (token "
+                        f"{int(attended[example, slot])}), outside 0..{n - 1} (the word size n)",
+                    )
+            # The emitted stream in order: (token, value, is a terminator), trailing terminators dropped.
+            stream = [
+                (e // per_token, values[example][e], terminators[e])
+                for e in range(len(terminators))
+                if emitted[example][e]
+            ]
+            while stream and stream[-1][2]:
+                stream.pop()
+            separators = [token for token, _, ends in stream if ends]
+            for token in parsed.unspelled_open[example].nonzero().flatten().tolist():
+                before = [entry for entry in stream if entry[0] < token]
+                after = [entry for entry in stream if entry[0] > token]
+                if before and after and not before[-1][2] and not after[0][2]:
+                    self.refuse(
+                        example,
+                        f"token {token} lies inside the input but spells no value in 0..{n - 1} "
+                        "(a character Δ cannot represent)",
+                    )
+            sequences = SEQUENCES_READ.get(name, 0) if name is not None else 0
+            if sequences == 1 and separators:
+                self.refuse(
+                    example,
+                    f"token {separators[0]} ends a sequence inside the input (a 0 in it); {name} reads one sequence",
+                )
+            elif sequences == 2 and len(separators) != 1:
+                self.refuse(
+                    example,
+                    f"{name} reads two zero-terminated sequences; the parse has {len(separators) + bool(stream)}",
+                )
+            elif name == "add_digits":
+                lengths = [len(part) for part in "".join("0" if ends else "x" for *_, ends in stream).split("0")]
+                if lengths[0] != lengths[1]:
+                    self.refuse(
+                        example,
+                        f"add_digits adds numerals of one length; the parse gives {lengths[0]} and {lengths[1]} digits",
+                    )
+
     def refuse(self, example: int, reason: str) -> None:
         if self.refusals[example] is None:  # the first cause found is the one reported
             self.refusals[example] = reason
@@ -347,13 +446,15 @@ class RunReport:
                     f"{name} on this input may run {step_bound(name, program_size)} steps; the budget is {size.steps}",
                 )
 
-    def check_terminated(self, memory: Tensor, answer_length: int) -> None:
+    def check_terminated(self, memory: Tensor, answer_length: int, rows: Tensor | None = None) -> None:
         """Refuse a NUL-terminated answer cut short: no 0 among the `answer_length` cells read of memory (B, M, n),
-        and the next cell is not 0 either."""
+        and the next cell is not 0 either; rows (B,) bool: the examples whose answer is in memory (default all)."""
         values = memory.argmax(-1)  # (B, M)
         if values.shape[1] <= answer_length:
             return
         cut = (values[:, :answer_length] != 0).all(-1) & (values[:, answer_length] != 0)  # (B,)
+        if rows is not None:
+            cut = cut & rows
         for example in cut.nonzero().flatten().tolist():
             self.refuse(example, f"the answer is longer than the {answer_length} elements read (delta_answer_length)")
 
@@ -372,6 +473,18 @@ def sample_program(selection: Tensor, samples: int) -> tuple[Tensor, Tensor]:
     else:
         picks = torch.multinomial(selection.detach(), samples, replacement=True)  # (B, S)
     return picks.flatten(), log_probability(selection.gather(1, picks))
+
+
+def program_answers(state: DeltaState, in_memory: Tensor, length: int) -> Tensor:
+    """Each run's answer read where its program puts it (`delta_answer_source = "program"`): from memory, its first
+    `length` cells; from the registers, ONE element, r0, followed by `length - 1` positions holding 0 (the labels
+    mask them with -100). state: memory (*batch, M, n), registers (*batch, R, n); in_memory (*batch,) bool ->
+    (*batch, K, n)."""
+    registers = state.registers[..., :1, :]  # (*batch, 1, n)
+    zero = F.one_hot(torch.zeros((), dtype=torch.long, device=registers.device), registers.shape[-1]).to(registers)
+    padding = zero.expand(*registers.shape[:-2], length - 1, registers.shape[-1])  # (*batch, K - 1, n)
+    from_registers = torch.cat([registers, padding], dim=-2)  # (*batch, K, n)
+    return torch.where(in_memory[..., None, None], state.memory[..., :length, :], from_registers)
 
 
 def straight_through_one_hot(probabilities: Tensor) -> Tensor:
@@ -422,7 +535,7 @@ class LlamaDeltaPreTrainedModel(LlamaPreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, DeltaParser):
-            if isinstance(module, SlotParser):
+            if isinstance(module, SlotParser | MixedParser):
                 std = self.config.initializer_range
                 init.normal_(module.queries, std=std)
                 init.normal_(module.values, std=std)
@@ -538,9 +651,12 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
             hidden, attention_mask, input_ids, return_trace=return_delta_trace, grow_answer=labels is None
         )
         loss = sample_loss = None
-        if log_q is not None:  # sampled parses: answer (B, S, K, n)
+        if log_q is not None:  # sampled parses: answer (B, S, K, n), or (B, S, P, K, n) with every program
+            weights = selection if answer.dim() == 5 else None
             if labels is not None:
-                loss, sample_loss = score_function_loss(torch.log(answer + ANSWER_EPS), labels, log_q)
+                loss, sample_loss = score_function_loss(torch.log(answer + ANSWER_EPS), labels, log_q, weights)
+            if weights is not None:
+                answer = torch.einsum("bp,bspkn->bskn", selection, answer)  # (B, S, K, n)
             answer = answer.mean(1)  # (B, K, n): the answer distribution over the samples
         answer_logits = torch.log(answer + ANSWER_EPS)  # (B, K, n)
         if labels is not None and loss is None:
@@ -565,13 +681,16 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
         super().save_pretrained(save_directory, *args, **kwargs)
 
     def check_question(self, question: str, num_tokens: int, index: int | None = None) -> None:
-        """Refuse (never truncate) a question longer than the backbone's context, and, for `integers` answers, a
-        question mentioning a number outside `0..n-1`: Δ cannot represent it."""
+        """Refuse (never truncate) a question longer than the backbone's context, and, for `integers` (or
+        `program`) answers outside the `mixed` parse, a question mentioning a number outside `0..n-1`: Δ cannot
+        represent it."""
         n, context = self.config.delta_word_size, self.config.max_position_embeddings
         name = "the question" if index is None else f"question {index}"
         if num_tokens > context:
             raise ValueError(f"{name} has {num_tokens} tokens; the model's context is {context}")
-        if self.config.delta_answer_format == "integers":
+        # A `mixed` parse checks the numerals its chosen program reads itself (`RunReport.check_program_inputs`), so
+        # that add_digits' long numerals, which are characters in memory, are not refused here.
+        if self.config.delta_answer_format in ("integers", "program") and self.config.delta_parse_mode != "mixed":
             for number in re.findall(r"(?<![\w)])-?\d+", question):
                 if not 0 <= int(number) < n:
                     raise ValueError(f"{name} mentions {number}, outside 0..{n - 1} (the word size n)")
@@ -585,8 +704,21 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
         out = self(input_ids=input_ids, attention_mask=attention_mask)
         self.train(was_training)
         return AnswerBatch(
-            out.answer_logits.argmax(-1), out.answer_probability, out.halt_probability, list(out.refusals)
+            out.answer_logits.argmax(-1),
+            out.answer_probability,
+            out.halt_probability,
+            list(out.refusals),
+            out.selection.argmax(-1),
         )
+
+    def answer_text(self, values: list[int], program: int) -> str:
+        """One answer's elements as text, in the config's format, or (`delta_answer_format = "program"`) in the
+        format of the program at selection index `program` (a register result is its first element)."""
+        answer_format = self.config.delta_answer_format
+        if answer_format == "program":
+            answer_format = RESULTS[self.delta_head.library_names[program]][1]
+            values = values[:1] if answer_format == "integers" else values
+        return format_answer(values, answer_format)
 
     def solve(
         self,
@@ -601,7 +733,8 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
         ValueError naming the question and the cause; with `refuse=False` it is answered None instead, and its
         cause is in the details. `return_details=True` returns per question a dict: `answer` (text, None where
         refused), `probability` (`AlgorithmicQAOutput.answer_probability`), `halt_probability`, `refusal` (the
-        cause, or None). The `algorithmic-qa` pipeline (`pipeline_llama_delta.py`) answers the same way."""
+        cause, or None), `program` (the chosen program's name; None where `check_question` refused). The
+        `algorithmic-qa` pipeline (`pipeline_llama_delta.py`) answers the same way."""
         questions = [questions] if isinstance(questions, str) else list(questions)
         details = []
         checked = []  # the indices of the questions that reach the model
@@ -625,12 +758,14 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
                     refusal = f"question {index} ({questions[index]!r}): {refusal}"
                     if refuse:
                         raise ValueError(f"refused {refusal}")
-                text = format_answer(out.values[row].tolist(), self.config.delta_answer_format)
+                program = int(out.program[row])
+                text = self.answer_text(out.values[row].tolist(), program)
                 details[index] = answer_details(
                     None if refusal else text,
                     float(out.probability[row]),
                     float(out.halt_probability[row]),
                     refusal,
+                    list(self.config.delta_programs)[program],
                 )
         return details if return_details else [detail["answer"] for detail in details]
 
@@ -638,33 +773,52 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
 @dataclass
 class AnswerBatch:
     """A batch's arg-max answers: values (B, K), probability (B,) (`AlgorithmicQAOutput.answer_probability`),
-    halt_probability (B,), refusals (per question, None where Δ's answer stands)."""
+    halt_probability (B,), refusals (per question, None where Δ's answer stands), program (B,) the selection index
+    of the program chosen (the arg-max of the selection)."""
 
     values: Tensor
     probability: Tensor
     halt_probability: Tensor
     refusals: list[str | None]
+    program: Tensor
 
 
-def answer_details(answer: str | None, probability, halt_probability, refusal: str | None) -> dict:
-    """One question's entry of `solve(..., return_details=True)`."""
-    return {"answer": answer, "probability": probability, "halt_probability": halt_probability, "refusal": refusal}
+def answer_details(
+    answer: str | None, probability, halt_probability, refusal: str | None, program: str | None = None
+) -> dict:
+    """One question's entry of `solve(..., return_details=True)`; `program`: the chosen program's name (its key in
+    `config.delta_programs`), None where the question was refused before the model ran."""
+    return {
+        "answer": answer,
+        "probability": probability,
+        "halt_probability": halt_probability,
+        "refusal": refusal,
+        "program": program,
+    }
 
 
-def score_function_loss(answer_logits: Tensor, labels: Tensor, log_q: Tensor) -> tuple[Tensor, Tensor]:
+def score_function_loss(
+    answer_logits: Tensor, labels: Tensor, log_q: Tensor, selection: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """The answer loss over sampled parses, with the score-function gradient for the parse.
 
     answer_logits (B, S, K, n) log-probabilities from Δ's exact runs, labels (B, K) (-100: padding), log_q (B, S)
     the samples' log-probabilities under the head. Each sample's loss is its mean answer NLL; its baseline is the
     mean loss of the other samples of the same example (leave-one-out). The value returned is the mean sample
     loss; its gradient adds (loss - baseline) * d log q for the parse to the exact gradient for the selection.
+    With `selection` (B, P) (`delta_program_choice = "enumerate"`), answer_logits are (B, S, P, K, n), each sample
+    run under every program, and a sample's loss is the expectation of its P runs' losses under the selection
+    (exact gradient for the selection; log q is then the parse's alone).
     Returns (loss, per-sample losses (B, S)).
     """
-    b, s, k, _ = answer_logits.shape
-    labels = labels.to(answer_logits.device)[:, None].expand(b, s, k)  # (B, S, K)
+    if selection is None:  # one program per sample, its log-probability in log q
+        answer_logits, selection = answer_logits[:, :, None], answer_logits.new_ones(len(answer_logits), 1)
+    b, s, p, k, _ = answer_logits.shape
+    labels = labels.to(answer_logits.device)[:, None, None].expand(b, s, p, k)  # (B, S, P, K)
     valid = labels != -100
-    picked = answer_logits.gather(-1, labels.clamp_min(0)[..., None])[..., 0]  # (B, S, K)
-    sample_loss = -(picked * valid).sum(-1) / valid.sum(-1).clamp_min(1)  # (B, S)
+    picked = answer_logits.gather(-1, labels.clamp_min(0)[..., None])[..., 0]  # (B, S, P, K)
+    run_loss = -(picked * valid).sum(-1) / valid.sum(-1).clamp_min(1)  # (B, S, P)
+    sample_loss = torch.einsum("bsp,bp->bs", run_loss, selection)  # (B, S)
     baseline = (sample_loss.sum(1, keepdim=True) - sample_loss) / (s - 1)  # (B, S) leave-one-out
     advantage = (sample_loss - baseline).detach()
     surrogate = advantage * (log_q - log_q.detach())  # value 0; gradient advantage * d log q

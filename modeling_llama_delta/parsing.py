@@ -47,6 +47,20 @@ class ParsedElements(ParsedQuestion):
     unspelled: Tensor | None = None
 
 
+@dataclass
+class ParsedMixed(ParsedElements):
+    """A `mixed` parse: a `tokens` parse of the cells plus what the refusals need once the program is chosen
+    (`RunReport.check_program_inputs`): register_attention (B, Rin, T) the register slots' attention, numerals
+    (B, T) the numeral each token ends (-1: none; values >= n kept, capped at `NUMERAL_CAP`, so that a refusal can
+    name them), terminators (B, E) which elements are a token's end-of-sequence 0, unspelled_open (B, T) tokens
+    that spell no value although their first gate is open (only with `delta_token_values`)."""
+
+    register_attention: Tensor | None = None
+    numerals: Tensor | None = None
+    terminators: Tensor | None = None
+    unspelled_open: Tensor | None = None
+
+
 def last_token_states(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
     """(B, T, H) -> (B, H): the state of each row's last real token (left or right padding)."""
     if attention_mask is None:
@@ -247,8 +261,110 @@ class TokenParser(DeltaParser):
         return one_hot_arg_max(cells), one_hot_arg_max(parsed.registers)
 
 
+class MixedParser(DeltaParser):
+    """`mixed`: ONE parse for the whole library, numbers into registers and sequences into memory in one pass.
+
+    Registers: one learned query per input register attends over the tokens (as `slots`); where the attended token
+    ends a numeral, the numeral's value is copied, and the slot's classifier fills the rest of the mass (`count`'s
+    character code point comes from it). Cells: each token emits up to `k` elements (as `tokens`), the characters
+    it spells, copied, with learned gates, compacted in order from m[0]. The selection: one more query. ONE token
+    table, `delta_token_values` (the code points each token spells): a token whose characters are all digits
+    spells the numeral they write ("118" is 118 for a register while its characters '1', '1', '8' can be cells).
+
+    Two sequences (add_digits' A 0 B 0): with `delta_token_values` every token has one more element after its
+    characters, the terminator 0, behind its own learned gate (an end-of-sequence gate). Why not a 0 from the
+    tokens that spell nothing: with Llama 3 and k = 3 the tokens between two numerals (" ", " +", " and" once
+    k >= 4) may all spell characters, so no token spelling nothing need lie between A and B; with the end gate
+    any token can close a sequence, whatever the wording. Where the chosen program reads fewer sequences, a 0
+    inside its input is refused (`RunReport.check_program_inputs`). Without `delta_token_values` the registers
+    and the elements are classified (a classified element can be 0 itself: no end gate).
+    """
+
+    min_input_cells = 1
+    resizable = True
+    values_per_token = staticmethod(TokenParser.values_per_token)
+    sample = staticmethod(TokenParser.sample)  # the same factors as `tokens`: registers categorical, gates Bernoulli
+    greedy = staticmethod(TokenParser.greedy)
+
+    def __init__(self, config: LlamaDeltaConfig):
+        super().__init__(config)
+        h, self.per_token = self.hidden_size, config.delta_elements_per_token
+        self.queries = nn.Parameter(torch.empty(self.num_registers + 1, h))  # (Rin + 1, H); the last one selects
+        self.keys = nn.Linear(h, h, bias=False)
+        self.values = nn.Parameter(torch.empty(self.num_registers, h, self.n))  # (Rin, H, n): one per register
+        self.values_bias = nn.Parameter(torch.empty(self.num_registers, self.n))  # (Rin, n)
+        # (H -> k [+ 1]): P(a token emits its element j) [, P(it then ends the sequence)]
+        self.gates = nn.Linear(h, self.elements_per_token)
+        if not self.copies_tokens:
+            self.elements = nn.Linear(h, self.per_token * self.n)  # (H -> k·n): element j's value, classified
+
+    @property
+    def elements_per_token(self) -> int:
+        """Elements each token can emit: its k characters, and the terminator where values are copied."""
+        return self.per_token + self.copies_tokens
+
+    def capacity(self, num_tokens: int) -> int:
+        """As `TokenParser.capacity`, counting every element a token can emit (its terminator included)."""
+        return max(self.num_cells, min(self.n, num_tokens * self.elements_per_token))
+
+    def forward(
+        self,
+        hidden: Tensor,
+        attention_mask: Tensor | None,
+        input_ids: Tensor | None = None,
+        num_cells: int | None = None,
+    ) -> ParsedMixed:
+        """num_cells: the cells to compact into (default `delta_input_cells`; `capacity` sizes it per question)."""
+        hidden = self.prepare(hidden, input_ids)  # (B, T, H)
+        b, t, _ = hidden.shape
+        k, n = self.per_token, self.n
+        scores = torch.einsum("qh,bth->bqt", self.queries.float(), self.keys(hidden)) / math.sqrt(hidden.shape[-1])
+        if attention_mask is not None:
+            scores = scores.masked_fill(attention_mask[:, None, :] == 0, torch.finfo(scores.dtype).min)
+        attention = scores.softmax(-1)  # (B, Rin + 1, T)
+        read = torch.einsum("bqt,bth->bqh", attention, hidden)  # (B, Rin + 1, H)
+        registers = torch.einsum("brh,rhn->brn", read[:, :-1], self.values.float()) + self.values_bias.float()
+        registers = registers.softmax(-1)  # (B, Rin, n)
+        selection = self.select(read[:, -1]).softmax(-1)  # (B, P)
+        gates = self.gates(hidden).sigmoid()  # (B, T, k [+ 1])
+        if attention_mask is not None:
+            gates = gates * attention_mask[..., None].to(gates.dtype)
+        if not self.copies_tokens:
+            elements = self.elements(hidden).view(b, t, k, n).softmax(-1)  # (B, T, k, n)
+            cells = compact_elements(gates.flatten(1), elements.flatten(1, 2), num_cells or self.num_cells)
+            return ParsedMixed(cells, registers, selection, gates.flatten(1), elements.flatten(1, 2))
+        spelled = self.token_values[input_ids]  # (B, T, k), -1 padded
+        numerals = spelled_numerals(spelled)  # (B, T)
+        registers = copy_token_values(attention[:, :-1], torch.where(numerals < n, numerals, -1), registers)
+        characters, ends = gates.split([k, 1], dim=-1)  # (B, T, k), (B, T, 1)
+        unspelled_open = (spelled < 0).all(-1) & (characters[..., 0] > 0.5)  # (B, T)
+        gates = torch.cat([characters * (spelled >= 0), ends], dim=-1)  # (B, T, k + 1): what spells nothing stays off
+        values = F.one_hot(torch.cat([spelled.clamp_min(0), torch.zeros_like(spelled[..., :1])], -1), n).to(gates)
+        terminators = torch.zeros_like(gates, dtype=torch.bool)  # (B, T, k + 1): the last element of each token
+        terminators[..., k] = True
+        gates, values = gates.flatten(1), values.flatten(1, 2)  # (B, T·(k+1)), (B, T·(k+1), n): token-major
+        cells = compact_elements(gates, values, num_cells or self.num_cells)  # (B, C, n)
+        return ParsedMixed(
+            cells,
+            registers,
+            selection,
+            gates,
+            values,
+            None,
+            attention[:, :-1],
+            numerals,
+            terminators.flatten(1),
+            unspelled_open,
+        )
+
+
 # The registry: `delta_parse_mode` -> its parser class.
-PARSERS: dict[str, type[DeltaParser]] = {"last_token": LastTokenParser, "slots": SlotParser, "tokens": TokenParser}
+PARSERS: dict[str, type[DeltaParser]] = {
+    "last_token": LastTokenParser,
+    "slots": SlotParser,
+    "tokens": TokenParser,
+    "mixed": MixedParser,
+}
 PARSE_MODES: tuple[str, ...] = tuple(PARSERS)
 
 
@@ -289,6 +405,35 @@ def numeral_values(token_values: Tensor, n: int) -> Tensor:
     ends = torch.ones_like(token_values, dtype=torch.bool)
     ends[:, :-1] = token_values[:, 1:] < 0  # the next token spells no value: the numeral ends here
     return torch.where(ends & (numerals < n), numerals, -1)
+
+
+# Where `spelled_numerals` stops counting: a numeral this large or larger is out of range for any word size.
+NUMERAL_CAP = 10**6
+
+
+def spelled_numerals(spelled: Tensor) -> Tensor:
+    """The numeral each token ends, for `mixed` parsing, from the characters tokens spell: a token whose characters
+    are all decimal digits spells their value, adjacent such tokens read as one numeral (Llama 3's "791", "0" is
+    7910), carried by the numeral's last token; other tokens -1. Values are capped at `NUMERAL_CAP` (the copy
+    takes only those below n; the refusals name the rest).
+
+    spelled (B, T, k) code points (-1 padded) -> (B, T).
+    """
+    is_digit = (spelled >= ord("0")) & (spelled <= ord("9"))  # (B, T, k)
+    numeral_token = (is_digit | (spelled < 0)).all(-1) & is_digit.any(-1)  # (B, T)
+    value = torch.zeros_like(spelled[..., 0])  # (B, T)
+    for j in range(spelled.shape[-1]):  # k is small: a loop over a token's characters
+        digit = spelled[..., j] - ord("0")
+        value = torch.where(is_digit[..., j], (value * 10 + digit).clamp_max(NUMERAL_CAP), value)
+    shift = 10 ** is_digit.sum(-1).clamp_max(6)  # (B, T) 10^(digits of the token), at most NUMERAL_CAP
+    numerals, running = torch.full_like(value, -1), torch.full_like(value[:, 0], -1)  # (B, T), (B,)
+    for t in range(value.shape[1]):  # questions are short: a loop over positions, O(T) small ops
+        extended = (running * shift[:, t] + value[:, t]).clamp_max(NUMERAL_CAP)
+        running = torch.where(numeral_token[:, t], torch.where(running >= 0, extended, value[:, t]), -1)
+        numerals[:, t] = running
+    ends = torch.ones_like(numeral_token)
+    ends[:, :-1] = ~numeral_token[:, 1:]  # the next token is no numeral: the numeral ends here
+    return torch.where(ends, numerals, -1)
 
 
 def copy_token_values(attention: Tensor, token_values: Tensor, classified: Tensor) -> Tensor:
@@ -380,7 +525,9 @@ __all__ = [
     "PARSE_MODES",
     "DeltaParser",
     "LastTokenParser",
+    "MixedParser",
     "ParsedElements",
+    "ParsedMixed",
     "ParsedQuestion",
     "SlotParser",
     "TokenParser",
@@ -388,5 +535,6 @@ __all__ = [
     "compact_elements",
     "compact_emitted",
     "last_token_states",
+    "spelled_numerals",
     "unspelled_inside",
 ]

@@ -12,8 +12,6 @@ works in a process that has never installed this project.
 
 from transformers import Pipeline
 
-from .modeling_llama_delta import format_answer
-
 TASK = "algorithmic-qa"
 
 
@@ -46,11 +44,11 @@ class AlgorithmicQAPipeline(Pipeline):
             if refusal is not None:
                 question = self.tokenizer.decode(inputs["input_ids"][row], skip_special_tokens=True)
                 raise ValueError(f"refused {question!r}: {refusal}")
-        return {"answer_values": out.values}
+        return {"answer_values": out.values, "program": out.program}
 
     def postprocess(self, outputs: dict) -> dict:
         values = outputs["answer_values"][0].tolist()  # (1, K) per question, batched or not
-        return {"answer": format_answer(values, self.model.config.delta_answer_format)}
+        return {"answer": self.model.answer_text(values, int(outputs["program"][0]))}
 
 
 def custom_pipelines() -> dict:

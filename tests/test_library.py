@@ -18,6 +18,9 @@ from modeling_llama_delta.library import (
     LIBRARY,
     MIN_WORD_SIZE,
     PROGRAM_NAMES,
+    REGISTERS_READ,
+    RESULTS,
+    SEQUENCES_READ,
     assemble_library,
     library_source,
     memory_needed,
@@ -315,3 +318,45 @@ def test_fib_linear_soft_answer_is_the_exact_distribution():
         soft[name] = run.state.registers[:, 0]  # (B, n)
     assert torch.allclose(soft["fib_linear"], exact, atol=1e-5)
     assert (soft["fib_recursive"] - exact).abs().max() > 0.05
+
+
+def test_results_say_where_each_program_puts_its_result():
+    """`RESULTS` (source, format) and `SEQUENCES_READ` / `REGISTERS_READ` against the reference interpreter: every
+    program's answer, read only where RESULTS says and written in its format, equals an independent oracle on
+    random inputs laid out as `SEQUENCES_READ` / `REGISTERS_READ` say."""
+    rng = random.Random(0)
+    assert set(RESULTS) == set(SEQUENCES_READ) == set(REGISTERS_READ) == set(LIBRARY)
+    letters = list(range(ord("a"), ord("z") + 1))
+
+    def fib(x0, x1, depth):
+        for _ in range(depth):
+            x0, x1 = x1, (x0 + x1) % N
+        return x1
+
+    for _ in range(20):
+        numbers = [rng.randrange(N) for _ in range(2)] + [rng.randrange(8)]
+        string = random_string(rng, rng.randrange(1, 12), letters)
+        bits = random_string(rng, rng.randrange(1, 12), [ord("0"), ord("1")])
+        length = rng.randrange(1, 8)
+        a, b = (random_string(rng, length, list(range(ord("0"), ord("9") + 1))) for _ in range(2))
+        text = "".join(map(chr, string))
+        oracle = {op: str(binary_op(op, numbers[0], numbers[1], N)) for op in BINARY_PROGRAMS}
+        oracle |= {name: str(fib(*numbers)) for name in ("fib", "fib_recursive", "fib_linear")}
+        oracle |= {"strlen": str(len(string)), "count": str(string.count(string[0])), "sum": str(sum(string) % N)}
+        oracle |= {"sort": "".join(sorted(text)), "reverse": text[::-1], "parity": str(bits.count(ord("1")) % 2)}
+        oracle["add_digits"] = str(int("".join(map(chr, a))) + int("".join(map(chr, b))))
+        sequences = {0: [], 1: string + [0], 2: a + [0] + b + [0]}
+        for name in LIBRARY:
+            memory = bits + [0] if name == "parity" else sequences[SEQUENCES_READ[name]]
+            inputs = ([string[0]] if name == "count" else numbers)[: REGISTERS_READ[name]]
+            size = {"depth": numbers[2], "unused": 0}.get(size_meaning(name), len(memory) and memory.index(0))
+            result = run(name, memory, inputs, size, rng)
+            source, answer_format = RESULTS[name]
+            if source == "registers":
+                answer = str(result.registers[0])
+            else:
+                cells = result.memory[: result.memory.index(0)]
+                answer = "".join(map(chr, cells))
+                answer = answer.lstrip("0") or "0" if answer_format == "digits" else answer
+            assert (answer_format == "integers") == (source == "registers"), name
+            assert answer == oracle[name], name

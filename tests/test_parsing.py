@@ -11,6 +11,7 @@ from modeling_llama_delta.parsing import (
     PARSERS,
     DeltaParser,
     LastTokenParser,
+    MixedParser,
     ParsedElements,
     ParsedQuestion,
     SlotParser,
@@ -49,17 +50,32 @@ PARSER_KEYS = {
         "elements.weight",
         "elements.bias",
     },
+    "mixed": {
+        "norm.weight",
+        "select.weight",
+        "select.bias",
+        "queries",
+        "keys.weight",
+        "values",
+        "values_bias",
+        "gates.weight",
+        "gates.bias",
+        "elements.weight",
+        "elements.bias",
+    },
 }
 
 
 def config_for(mode: str, **overrides) -> LlamaDeltaConfig:
-    delta = STRING if mode == "tokens" else {**REGISTERS, "delta_parse_mode": mode}
+    delta = (
+        {**STRING, "delta_parse_mode": mode} if mode in ("tokens", "mixed") else {**REGISTERS, "delta_parse_mode": mode}
+    )
     return LlamaDeltaConfig(**{**TINY_LLAMA, **delta, **overrides})
 
 
 def test_the_registry_names_every_parse_mode_once():
-    assert tuple(PARSERS) == PARSE_MODES == ("last_token", "slots", "tokens")
-    assert PARSERS == {"last_token": LastTokenParser, "slots": SlotParser, "tokens": TokenParser}
+    assert tuple(PARSERS) == PARSE_MODES == ("last_token", "slots", "tokens", "mixed")
+    assert PARSERS == {"last_token": LastTokenParser, "slots": SlotParser, "tokens": TokenParser, "mixed": MixedParser}
     assert all(issubclass(cls, DeltaParser) for cls in PARSERS.values())
 
 
@@ -80,7 +96,7 @@ def test_each_mode_parses_distributions_and_samples_one_hot_parses(mode):
     parser = LlamaDeltaForAlgorithmicQA(config).delta_head.parser  # initialised (`_init_weights`)
     b, t, n, samples = 3, 6, config.delta_word_size, 4
     parsed = parser(torch.randn(b, t, config.hidden_size), torch.ones(b, t, dtype=torch.long))
-    assert isinstance(parsed, ParsedElements if mode == "tokens" else ParsedQuestion)
+    assert isinstance(parsed, ParsedElements if mode in ("tokens", "mixed") else ParsedQuestion)
     for values, rows in ((parsed.cells, config.delta_input_cells), (parsed.registers, config.delta_input_registers)):
         assert values.shape == (b, rows, n)
         torch.testing.assert_close(values.sum(-1), torch.ones(b, rows))
@@ -91,7 +107,7 @@ def test_each_mode_parses_distributions_and_samples_one_hot_parses(mode):
     assert bool((log_q < 0).all())
     greedy_cells, greedy_registers = parser.greedy(parsed)
     assert torch.equal(greedy_registers.argmax(-1), parsed.registers.argmax(-1))
-    if mode != "tokens":  # `tokens`: the arg-max of the factors, not of the compacted cells
+    if mode not in ("tokens", "mixed"):  # `tokens`, `mixed`: the arg-max of the factors, not of the compacted cells
         assert torch.equal(greedy_cells.argmax(-1), parsed.cells.argmax(-1))
 
 
