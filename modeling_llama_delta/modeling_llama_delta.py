@@ -35,6 +35,7 @@ from .parsing import (
     log_probability,
     token_value_table,
 )
+from .pipeline_llama_delta import custom_pipelines
 
 # Floor added to answer probabilities before the log: keeps the loss finite and its gradient bounded
 # (<= 1/eps) where Δ gives the right answer almost no mass.
@@ -675,8 +676,6 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, declaring the `algorithmic-qa` pipeline in `config.custom_pipelines`:
         its file ships with the remote code, so `pipeline(model=folder, trust_remote_code=True)` works."""
-        from .pipeline_llama_delta import custom_pipelines  # here, not at the top: that module imports this one
-
         self.config.custom_pipelines = custom_pipelines()
         super().save_pretrained(save_directory, *args, **kwargs)
 
