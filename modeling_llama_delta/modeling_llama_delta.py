@@ -35,6 +35,7 @@ from .parsing import (
     log_probability,
     token_value_table,
 )
+from .pipeline_llama_delta import custom_pipelines
 
 # Floor added to answer probabilities before the log: keeps the loss finite and its gradient bounded
 # (<= 1/eps) where Δ gives the right answer almost no mass.
@@ -355,7 +356,6 @@ class RunReport:
         attended = parsed.register_attention.argmax(-1)  # (B, Rin) the token each register slot reads
         numerals = parsed.numerals.gather(1, attended)  # (B, Rin)
         emitted = (parsed.gates > 0.5).tolist()  # (B, E)
-        values = parsed.elements.argmax(-1).tolist()  # (B, E)
         terminators = parsed.terminators[0].tolist()  # (E,) the same layout for every example
         per_token = len(terminators) // parsed.unspelled_open.shape[1]
         for example, index in zip(range(rows), program.tolist(), strict=True):
@@ -370,42 +370,40 @@ class RunReport:
                         f"register r{slot} of {name or 'its program'} reads the numeral {shown} (token "
                         f"{int(attended[example, slot])}), outside 0..{n - 1} (the word size n)",
                     )
-            # The emitted stream in order: (token, value, is a terminator), trailing terminators dropped.
-            stream = [
-                (e // per_token, values[example][e], terminators[e])
-                for e in range(len(terminators))
-                if emitted[example][e]
-            ]
-            while stream and stream[-1][2]:
+            sequences = SEQUENCES_READ[name] if name is not None else 1
+            if not sequences:  # the program reads no memory: what the gates emit does not matter
+                continue
+            # The emitted elements in order, (token, is a terminator), trailing terminators dropped.
+            stream = [(e // per_token, terminators[e]) for e in range(len(terminators)) if emitted[example][e]]
+            while stream and stream[-1][1]:
                 stream.pop()
-            separators = [token for token, _, ends in stream if ends]
+            separators = [position for position, (_, ends) in enumerate(stream) if ends]
             for token in parsed.unspelled_open[example].nonzero().flatten().tolist():
-                before = [entry for entry in stream if entry[0] < token]
-                after = [entry for entry in stream if entry[0] > token]
-                if before and after and not before[-1][2] and not after[0][2]:
+                before = [ends for source, ends in stream if source < token]
+                after = [ends for source, ends in stream if source > token]
+                if before and after and not before[-1] and not after[0]:  # inside a sequence, not between two
                     self.refuse(
                         example,
                         f"token {token} lies inside the input but spells no value in 0..{n - 1} "
                         "(a character Δ cannot represent)",
                     )
-            sequences = SEQUENCES_READ.get(name, 0) if name is not None else 0
             if sequences == 1 and separators:
                 self.refuse(
                     example,
-                    f"token {separators[0]} ends a sequence inside the input (a 0 in it); {name} reads one sequence",
+                    f"token {stream[separators[0]][0]} ends a sequence inside the input (a 0 in it); "
+                    f"{name or 'its program'} reads one sequence",
                 )
             elif sequences == 2 and len(separators) != 1:
                 self.refuse(
                     example,
                     f"{name} reads two zero-terminated sequences; the parse has {len(separators) + bool(stream)}",
                 )
-            elif name == "add_digits":
-                lengths = [len(part) for part in "".join("0" if ends else "x" for *_, ends in stream).split("0")]
-                if lengths[0] != lengths[1]:
-                    self.refuse(
-                        example,
-                        f"add_digits adds numerals of one length; the parse gives {lengths[0]} and {lengths[1]} digits",
-                    )
+            elif sequences == 2 and name == "add_digits" and separators[0] != len(stream) - separators[0] - 1:
+                self.refuse(
+                    example,
+                    f"add_digits adds numerals of one length; the parse gives {separators[0]} and "
+                    f"{len(stream) - separators[0] - 1} digits",
+                )
 
     def refuse(self, example: int, reason: str) -> None:
         if self.refusals[example] is None:  # the first cause found is the one reported
@@ -675,8 +673,6 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, declaring the `algorithmic-qa` pipeline in `config.custom_pipelines`:
         its file ships with the remote code, so `pipeline(model=folder, trust_remote_code=True)` works."""
-        from .pipeline_llama_delta import custom_pipelines  # here, not at the top: that module imports this one
-
         self.config.custom_pipelines = custom_pipelines()
         super().save_pretrained(save_directory, *args, **kwargs)
 

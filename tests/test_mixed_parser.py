@@ -287,11 +287,17 @@ def test_what_the_chosen_program_cannot_read_is_refused(model, tokenizer, progra
     assert details["answer"] is None and cause in details["refusal"] and details["program"] == program
 
 
-def test_the_same_numeral_is_not_refused_where_the_program_does_not_read_it(model, tokenizer):
-    """300 >= n in r2, which add never reads: no refusal (and check_question lets the mixed model through)."""
-    roles = {"17": (REG0,), "9": (REG0 + 1,), "300": (REG0 + 2,)}
-    rig(model, tokenizer, "Compute 17 plus 9 not 300", roles, "add")
-    assert model.solve("Compute 17 plus 9 not 300", tokenizer) == ["26"]
+def test_what_the_program_does_not_read_is_not_refused(model, tokenizer):
+    """300 >= n in r2, which add never reads, and an open gate on " plus" (which spells nothing at k = 3) between
+    emitted characters, in memory, which add never reads: no refusal (check_question lets the mixed model through
+    too). strlen reads that memory: refused."""
+    question = "Compute 17 plus 9 not 300"
+    roles = {"17": (REG0, CHAR), "9": (REG0 + 1, CHAR), "300": (REG0 + 2,), " plus": (CHAR,)}
+    rig(model, tokenizer, question, roles, "add")
+    assert model.solve(question, tokenizer) == ["26"]
+    rig(model, tokenizer, question, roles, "strlen")
+    with pytest.raises(ValueError, match="spells no value"):
+        model.solve(question, tokenizer)
 
 
 def test_program_size_measures_digits_per_operand_and_string_length(model, tokenizer):
