@@ -34,6 +34,7 @@ from trl import ModelConfig, get_peft_config
 
 from data_builders import FEATURES
 from modeling_llama_delta.alu import ALU_BACKENDS
+from modeling_llama_delta.configuration_llama_delta import PROGRAM_CHOICES
 from modeling_llama_delta.parsing import PARSE_MODES
 
 from .backbones import load_llama_backbone, minimal_llama_config, smollm2_gguf_path
@@ -115,6 +116,13 @@ class ScriptArguments:
     parse_samples: int | None = field(
         default=None,
         metadata={"help": "0: Δ runs the soft parse; S >= 2: exact Δ runs on S sampled parses (default: 8, strings)"},
+    )
+    program_choice: Literal[PROGRAM_CHOICES] | None = field(
+        default=None,
+        metadata={
+            "help": "with sampled parses: sample one program per parse, or enumerate every program (the exact "
+            "expectation over the selection; default: enumerate for all, else sample)"
+        },
     )
     stop_at_exact_match: float = field(default=1.0, metadata={"help": "stop once validation exact match reaches it"})
     keep_best_epoch: bool = field(
@@ -322,6 +330,7 @@ def train_delta(
         alu=args.delta_alu,
         checkpoint_steps=args.delta_checkpoint_steps,
         parse_samples=args.parse_samples,
+        program_choice=args.program_choice,
     )
     backbone, gguf_file = resolve_backbone(args, model_args)
     delta_config = {

@@ -57,6 +57,10 @@ DEFAULT_PARSE_MODE = {task: "tokens" for task in TASK_LIBRARY} | {
 # `all` samples too: Δ then runs one program per example (the sampled one) on the integer interpreter, so a
 # library of 14 programs costs about one program's run.
 DEFAULT_PARSE_SAMPLES = {"sort": 8, "sort_spaced": 8, "reverse": 8, "count": 8, "strlen": 8, "all": 8}
+# How sampled parses choose their program in training (`delta_program_choice`; the rest: "sample"): with 14
+# programs one sampled program per parse does not learn the selection (experiments/mixed_selection.py); every
+# program per parse (the exact expectation over the selection) does, at about 2x a step's cost at S = 8.
+DEFAULT_PROGRAM_CHOICE = {"all": "enumerate"}
 # task -> `delta_answer_format` (the rest: "integers"); `all`: each answer as its program writes it
 # (`library.RESULTS`), read where that program leaves it (`delta_answer_source = "program"`).
 TASK_ANSWER_FORMAT = {
@@ -237,6 +241,7 @@ def delta_settings(
     alu: str = "structured",
     checkpoint_steps: int = 0,
     parse_samples: int | None = None,
+    program_choice: str | None = None,
 ) -> TaskSettings:
     """Δ settings for `task` that fit every split of `data` (training and every split evaluated).
 
@@ -245,7 +250,7 @@ def delta_settings(
     data says (offset 0), as long as the longest answer. `delta_max_steps`: the largest split's step bound (saved
     with the model, so that `solve` handles the held-out lengths); `max_steps` has each split's own bound.
     `tokens` parsing measures `delta_elements_per_token` on the data with `tokenizer`. `parse_samples`: None for
-    the task's default (`DEFAULT_PARSE_SAMPLES`).
+    the task's default (`DEFAULT_PARSE_SAMPLES`); `program_choice`: None for the task's (`DEFAULT_PROGRAM_CHOICE`).
     """
     family = task_family(task)
     programs = tuple(programs) if programs else TASK_LIBRARY[task]
@@ -312,6 +317,7 @@ def delta_settings(
         token_values = numeral_token_values(tokenizer, word_size)  # numbers in the question are copied, not guessed
         measured["numeral_tokens"] = len(token_values)
     max_steps = {name: split_step_bound(split) for name, split in data.items()}
+    samples = DEFAULT_PARSE_SAMPLES.get(task, 0) if parse_samples is None else parse_samples
     delta_config = {
         "delta_programs": {name: LIBRARY[name] for name in programs},
         "delta_word_size": word_size,
@@ -328,7 +334,9 @@ def delta_settings(
         "delta_answer_length": answer_length,
         "delta_answer_format": TASK_ANSWER_FORMAT.get(task, "integers"),  # "program" goes with source "program"
         "delta_checkpoint_steps": min(checkpoint_steps, max(max_steps.values())),
-        "delta_parse_samples": DEFAULT_PARSE_SAMPLES.get(task, 0) if parse_samples is None else parse_samples,
+        "delta_parse_samples": samples,
+        # enumerating programs is a way of training on sampled parses: without them, the default stays "sample"
+        "delta_program_choice": program_choice or (DEFAULT_PROGRAM_CHOICE.get(task, "sample") if samples else "sample"),
     }
     return TaskSettings(task, delta_config, max_steps, measured)
 
@@ -337,6 +345,7 @@ __all__ = [
     "TASK_ANSWER_FORMAT",
     "DEFAULT_PARSE_MODE",
     "DEFAULT_PARSE_SAMPLES",
+    "DEFAULT_PROGRAM_CHOICE",
     "SPELLED_TASKS",
     "TASK_LIBRARY",
     "TaskSettings",
