@@ -803,8 +803,12 @@ def score_function_loss(
     mean loss of the other samples of the same example (leave-one-out). The value returned is the mean sample
     loss; its gradient adds (loss - baseline) * d log q for the parse to the exact gradient for the selection.
     With `selection` (B, P) (`delta_program_choice = "enumerate"`), answer_logits are (B, S, P, K, n), each sample
-    run under every program, and a sample's loss is the expectation of its P runs' losses under the selection
-    (exact gradient for the selection; log q is then the parse's alone).
+    run under every program, and a sample's loss is its marginal answer NLL over the programs, per answer element:
+    -log(sum_p selection_p * P(answer | sample, p)) / K (log q is then the parse's alone). Its gradient for the
+    selection logits is (selection - posterior) / K, the posterior over programs given the answer: it moves the
+    selection toward the programs that explain the answer, however unlikely they are now. (The expected loss,
+    sum_p selection_p * loss_p, has gradient proportional to selection_p: on the full mixture it collapsed onto
+    `div`, right by chance on many parity and count answers, within one epoch, and never recovered.)
     Returns (loss, per-sample losses (B, S)).
     """
     if selection is None:  # one program per sample, its log-probability in log q
@@ -813,8 +817,10 @@ def score_function_loss(
     labels = labels.to(answer_logits.device)[:, None, None].expand(b, s, p, k)  # (B, S, P, K)
     valid = labels != -100
     picked = answer_logits.gather(-1, labels.clamp_min(0)[..., None])[..., 0]  # (B, S, P, K)
-    run_loss = -(picked * valid).sum(-1) / valid.sum(-1).clamp_min(1)  # (B, S, P)
-    sample_loss = torch.einsum("bsp,bp->bs", run_loss, selection)  # (B, S)
+    elements = valid.sum(-1).clamp_min(1)[:, :, 0]  # (B, S) answer elements
+    log_likelihood = (picked * valid).sum(-1)  # (B, S, P) log P(answer | sample, program)
+    marginal = torch.logsumexp(log_likelihood + log_probability(selection)[:, None], dim=-1)  # (B, S)
+    sample_loss = -marginal / elements  # (B, S); one program: its mean answer NLL
     baseline = (sample_loss.sum(1, keepdim=True) - sample_loss) / (s - 1)  # (B, S) leave-one-out
     advantage = (sample_loss - baseline).detach()
     surrogate = advantage * (log_q - log_q.detach())  # value 0; gradient advantage * d log q
