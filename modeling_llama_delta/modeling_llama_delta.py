@@ -40,6 +40,8 @@ from .pipeline_llama_delta import custom_pipelines
 # Floor added to answer probabilities before the log: keeps the loss finite and its gradient bounded
 # (<= 1/eps) where Δ gives the right answer almost no mass.
 ANSWER_EPS = 1e-6
+# The initial logit of a `mixed` parse's end-of-sequence gates (P = 0.047).
+END_GATE_BIAS = -3.0
 
 
 @dataclass
@@ -536,8 +538,15 @@ class LlamaDeltaPreTrainedModel(LlamaPreTrainedModel):
             if isinstance(module, SlotParser | MixedParser):
                 std = self.config.initializer_range
                 init.normal_(module.queries, std=std)
-                init.normal_(module.values, std=std)
-                init.zeros_(module.values_bias)
+                if hasattr(module, "values"):  # a `mixed` parse copying spelled tokens classifies no register
+                    init.normal_(module.values, std=std)
+                    init.zeros_(module.values_bias)
+            if isinstance(module, MixedParser) and module.copies_tokens:
+                # A question holds at most two sequences among its tokens: the end-of-sequence gates start closed
+                # (P = sigmoid(END_GATE_BIAS)), so that early sampled parses do not cut strings at random.
+                bias = torch.zeros_like(module.gates.bias)
+                bias[-1] = END_GATE_BIAS
+                init.copy_(module.gates.bias, bias)
             if module.copies_tokens:  # non-persistent: loading leaves it uninitialised
                 init.copy_(module.token_values, token_value_table(self.config).to(module.token_values.device))
         if isinstance(module, DeltaMachine):

@@ -291,11 +291,11 @@ class MixedParser(DeltaParser):
         h, self.per_token = self.hidden_size, config.delta_elements_per_token
         self.queries = nn.Parameter(torch.empty(self.num_registers + 1, h))  # (Rin + 1, H); the last one selects
         self.keys = nn.Linear(h, h, bias=False)
-        self.values = nn.Parameter(torch.empty(self.num_registers, h, self.n))  # (Rin, H, n): one per register
-        self.values_bias = nn.Parameter(torch.empty(self.num_registers, self.n))  # (Rin, n)
         # (H -> k [+ 1]): P(a token emits its element j) [, P(it then ends the sequence)]
         self.gates = nn.Linear(h, self.elements_per_token)
-        if not self.copies_tokens:
+        if not self.copies_tokens:  # values classified: a classifier per register, one per element
+            self.values = nn.Parameter(torch.empty(self.num_registers, h, self.n))  # (Rin, H, n)
+            self.values_bias = nn.Parameter(torch.empty(self.num_registers, self.n))  # (Rin, n)
             self.elements = nn.Linear(h, self.per_token * self.n)  # (H -> k·n): element j's value, classified
 
     @property
@@ -323,19 +323,20 @@ class MixedParser(DeltaParser):
             scores = scores.masked_fill(attention_mask[:, None, :] == 0, torch.finfo(scores.dtype).min)
         attention = scores.softmax(-1)  # (B, Rin + 1, T)
         read = torch.einsum("bqt,bth->bqh", attention, hidden)  # (B, Rin + 1, H)
-        registers = torch.einsum("brh,rhn->brn", read[:, :-1], self.values.float()) + self.values_bias.float()
-        registers = registers.softmax(-1)  # (B, Rin, n)
         selection = self.select(read[:, -1]).softmax(-1)  # (B, P)
         gates = self.gates(hidden).sigmoid()  # (B, T, k [+ 1])
         if attention_mask is not None:
             gates = gates * attention_mask[..., None].to(gates.dtype)
         if not self.copies_tokens:
+            registers = torch.einsum("brh,rhn->brn", read[:, :-1], self.values.float()) + self.values_bias.float()
+            registers = registers.softmax(-1)  # (B, Rin, n)
             elements = self.elements(hidden).view(b, t, k, n).softmax(-1)  # (B, T, k, n)
             cells = compact_elements(gates.flatten(1), elements.flatten(1, 2), num_cells or self.num_cells)
             return ParsedMixed(cells, registers, selection, gates.flatten(1), elements.flatten(1, 2))
         spelled = self.token_values[input_ids]  # (B, T, k), -1 padded
         numerals = spelled_numerals(spelled)  # (B, T)
-        registers = copy_token_values(attention[:, :-1], torch.where(numerals < n, numerals, -1), registers)
+        register_attention, registers = copy_register_values(scores[:, :-1], numerals, spelled, n)
+        attention = torch.cat([register_attention, attention[:, -1:]], dim=1)  # (B, Rin + 1, T)
         characters, ends = gates.split([k, 1], dim=-1)  # (B, T, k), (B, T, 1)
         unspelled_open = (spelled < 0).all(-1) & (characters[..., 0] > 0.5)  # (B, T)
         gates = torch.cat([characters * (spelled >= 0), ends], dim=-1)  # (B, T, k + 1): what spells nothing stays off
@@ -434,6 +435,28 @@ def spelled_numerals(spelled: Tensor) -> Tensor:
     ends = torch.ones_like(numeral_token)
     ends[:, :-1] = ~numeral_token[:, 1:]  # the next token is no numeral: the numeral ends here
     return torch.where(ends, numerals, -1)
+
+
+def copy_register_values(scores: Tensor, numerals: Tensor, spelled: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """`mixed` registers with spelled tokens: copied, never classified, so that a register holds a value the
+    question writes (a classifier would let the backbone compute an answer and smuggle it into a register, where
+    an identity-like program passes it through: measured on the `all` mixture, `add` answering strlen). A register
+    slot attends only over the tokens that write a value: a numeral's last token (its value; a numeral >= n is
+    listed too, with the value 0, so that the refusals can name it) and a token of one non-digit character (its
+    code point: `count`'s character). A question with no such token gives the value 0.
+
+    scores (B, Rin, T) the slots' attention logits (padding at the dtype's min), numerals (B, T) (`spelled_numerals`),
+    spelled (B, T, k) -> attention (B, Rin, T), registers (B, Rin, n).
+    """
+    one_value = (spelled >= 0).sum(-1) == 1  # (B, T)
+    digit = (spelled[..., 0] >= ord("0")) & (spelled[..., 0] <= ord("9"))
+    character = torch.where(one_value & ~digit, spelled[..., 0], -1)  # (B, T)
+    writes = (numerals >= 0) | (character >= 0)  # (B, T) the tokens a register may copy
+    value = torch.where(numerals >= 0, torch.where(numerals < n, numerals, 0), character.clamp_min(0))  # (B, T)
+    none = ~writes.any(-1, keepdim=True)  # (B, 1): nothing to copy (then the value 0 everywhere)
+    attention = scores.masked_fill(~(writes | none)[:, None, :], torch.finfo(scores.dtype).min).softmax(-1)
+    copied = F.one_hot(torch.where(none, 0, value), n).to(attention)  # (B, T, n)
+    return attention, torch.einsum("brt,btn->brn", attention, copied)  # (B, Rin, T), (B, Rin, n)
 
 
 def copy_token_values(attention: Tensor, token_values: Tensor, classified: Tensor) -> Tensor:

@@ -65,10 +65,10 @@ def model(tokenizer, table):
     return LlamaDeltaForAlgorithmicQA(mixture_config(tokenizer, table)).eval()
 
 
-def rig(model, tokenizer, question: str, roles: dict[str, tuple[int, ...]], program: str, character: int = 0):
+def rig(model, tokenizer, question: str, roles: dict[str, tuple[int, ...]], program: str):
     """Make the parse of `question` exact: tokens whose text is in `roles` get those roles (CHAR: its characters
     are cells; END: it ends a sequence; REG0 + i: register r_i attends to it), the selection picks `program`, and
-    register r0's classifier gives `character` (`count`'s code point). Returns the token ids."""
+    registers copy the token they attend to (`count`'s character: its code point). Returns the token ids."""
     ids = tokenizer(question)["input_ids"]
     parser, hidden = model.delta_head.parser, model.config.hidden_size
     registers, k = parser.num_registers, parser.per_token
@@ -79,18 +79,15 @@ def rig(model, tokenizer, question: str, roles: dict[str, tuple[int, ...]], prog
             for role in roles.get(tokenizer.decode([token]), ()):
                 embeddings[token, role] = 1.0
         attended = {role for text in roles for role in roles[text]}
-        for slot in range(registers):  # a register no token is marked for attends to BOS (its classifier: 0)
+        writes = [t for t in ids[1:] if len(tokenizer.decode([t])) == 1 or tokenizer.decode([t]).isdigit()]
+        for slot in range(registers):  # a register no token is marked for reads the first token writing a value
             if REG0 + slot not in attended:
-                embeddings[ids[0], REG0 + slot] = 1.0
+                embeddings[writes[0], REG0 + slot] = 1.0
         parser.norm.weight.fill_(1.0)
         parser.keys.weight.copy_(BIG * torch.eye(hidden))
         parser.queries.zero_()
         for slot in range(registers):
             parser.queries[slot, REG0 + slot] = 1.0
-        parser.values.zero_()
-        parser.values_bias.zero_()
-        parser.values_bias[:, 0] = BIG
-        parser.values_bias[0, character] = 2 * BIG
         parser.gates.weight.zero_()
         parser.gates.weight[:k, CHAR] = BIG
         parser.gates.weight[k, END] = BIG
@@ -108,32 +105,30 @@ def parse(model, ids) -> ParsedMixed:
         return model.delta_head.parser(hidden, torch.ones_like(input_ids), input_ids)
 
 
-# (program, question, roles, count's character, the answer the program's semantics give)
+# (program, question, roles, the answer the program's semantics give)
 QUESTIONS = [
-    ("add", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, 0, "26"),
-    ("sub", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, 0, "8"),
-    ("mul", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, 0, str(17 * 9 % 128)),
-    ("div", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, 0, "1"),
-    ("mod", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, 0, "8"),
-    ("min", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, 0, "9"),
-    ("max", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, 0, "17"),
+    ("add", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, "26"),
+    ("sub", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, "8"),
+    ("mul", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, str(17 * 9 % 128)),
+    ("div", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, "1"),
+    ("mod", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, "8"),
+    ("min", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, "9"),
+    ("max", "Compute 17 plus 9", {"17": (REG0,), "9": (REG0 + 1,)}, "17"),
     (
         "fib_linear",
         "Fibonacci from 3 and 5 after 4 steps",
         {"3": (REG0,), "5": (REG0 + 1,), "4": (REG0 + 2,)},
-        0,
         "34",  # 3, 5, 8, 13, 21, 34: depth 4 gives x5
     ),
-    ("sort", 'Sort "dcab"', {"dc": (CHAR,), "ab": (CHAR,)}, 0, "abcd"),
-    ("reverse", 'Reverse "xyzw"', {"xyz": (CHAR,), "w": (CHAR,)}, 0, "wzyx"),
-    ("count", 'How many "r" in "rrar"', {"r": (REG0,), "rr": (CHAR,), "ar": (CHAR,)}, ord("r"), "3"),
-    ("strlen", 'Sort "dcab"', {"dc": (CHAR,), "ab": (CHAR,)}, 0, "4"),
-    ("parity", "Bits 1101", {"110": (CHAR,), "1": (CHAR,)}, 0, "1"),
+    ("sort", 'Sort "dcab"', {"dc": (CHAR,), "ab": (CHAR,)}, "abcd"),
+    ("reverse", 'Reverse "xyzw"', {"xyz": (CHAR,), "w": (CHAR,)}, "wzyx"),
+    ("count", 'How many "r" in "rrar"', {"r": (REG0,), "rr": (CHAR,), "ar": (CHAR,)}, "3"),
+    ("strlen", 'Sort "dcab"', {"dc": (CHAR,), "ab": (CHAR,)}, "4"),
+    ("parity", "Bits 1101", {"110": (CHAR,), "1": (CHAR,)}, "1"),
     (
         "add_digits",
         "If you add 7910 and 2032, what do you get?",
         {"791": (CHAR,), "0": (CHAR, END), "203": (CHAR,), "2": (CHAR, END)},
-        0,
         "9942",
     ),
 ]
@@ -166,8 +161,8 @@ def test_numerals_are_read_from_the_characters_tokens_spell():
 def test_a_terminator_separates_two_sequences_and_long_numerals_are_not_refused(model, tokenizer):
     """add_digits' A 0 B 0 from the end gates of '0' and '2'; 7910 and 2032 are >= n as numbers, but add_digits reads
     them as characters, so neither check_question nor the run refuses them."""
-    program, question, roles, character, answer = QUESTIONS[-1]
-    ids = rig(model, tokenizer, question, roles, program, character)
+    program, question, roles, answer = QUESTIONS[-1]
+    ids = rig(model, tokenizer, question, roles, program)
     cells = parse(model, ids).cells[0].argmax(-1).tolist()
     assert cells == [ord(c) for c in "7910"] + [0] + [ord(c) for c in "2032"] + [0] * 3
     [details] = model.solve(question, tokenizer, return_details=True)
@@ -178,8 +173,8 @@ def test_a_terminator_separates_two_sequences_and_long_numerals_are_not_refused(
 def test_every_program_answers_where_it_puts_it_on_the_discrete_and_the_soft_path(model, tokenizer, row):
     """The same answer from the integer interpreter (sampled-parse model, arg-max parse) and from the soft machine
     running all 14 programs mixed by an exactly one-hot selection (delta_parse_samples = 0)."""
-    program, question, roles, character, answer = row
-    rig(model, tokenizer, question, roles, program, character)
+    program, question, roles, answer = row
+    rig(model, tokenizer, question, roles, program)
     [discrete] = model.solve(question, tokenizer, return_details=True)
     assert discrete == dict(discrete, answer=answer, refusal=None, program=program)
     model.config.delta_parse_samples = 0
@@ -235,7 +230,7 @@ def test_sampled_parse_log_q_carries_the_gradient_of_registers_gates_and_selecti
     assert cells.shape == (4, 12, 128) and registers.shape == (4, 3, 128) and log_q.shape == (1, 4)
     assert torch.equal(cells.sum(-1), torch.ones(4, 12)) and bool((log_q < 0).all())
     log_q.sum().backward()
-    for name in ("gates.weight", "queries", "values_bias", "keys.weight"):
+    for name in ("gates.weight", "queries", "keys.weight"):
         grad = dict(parser.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
 
@@ -245,8 +240,8 @@ def test_greedy_parse_is_exact_and_discrete_runs_equal_soft_runs_for_every_progr
     from the same one-hot parse (read where the program puts it)."""
     head = model.delta_head
     places = head.answers_in_memory
-    for program, question, roles, character, answer in QUESTIONS:
-        ids = rig(model, tokenizer, question, roles, program, character)
+    for program, question, roles, answer in QUESTIONS:
+        ids = rig(model, tokenizer, question, roles, program)
         parsed = parse(model, ids)
         inputs = head.parser.greedy(parsed)
         index = torch.tensor([list(model.config.delta_programs).index(program)])
@@ -302,12 +297,12 @@ def test_what_the_program_does_not_read_is_not_refused(model, tokenizer):
 
 def test_program_size_measures_digits_per_operand_and_string_length(model, tokenizer):
     head = model.delta_head
-    for program, question, roles, character, size in (
-        ("add_digits", "If you add 7910 and 2032, what do you get?", QUESTIONS[-1][2], 0, 4),
-        ("count", 'How many "r" in "rrar"', QUESTIONS[10][2], ord("r"), 4),
-        ("strlen", 'Sort "dcab"', QUESTIONS[11][2], 0, 4),
+    for program, question, roles, size in (
+        ("add_digits", "If you add 7910 and 2032, what do you get?", QUESTIONS[-1][2], 4),
+        ("count", 'How many "r" in "rrar"', QUESTIONS[10][2], 4),
+        ("strlen", 'Sort "dcab"', QUESTIONS[11][2], 4),
     ):
-        parsed = parse(model, rig(model, tokenizer, question, roles, program, character))
+        parsed = parse(model, rig(model, tokenizer, question, roles, program))
         report = RunReport.of_parse(parsed, 128)
         assert report.program_size(0, program, head.parser.greedy(parsed)) == size, program
 
@@ -351,8 +346,8 @@ def test_results_table_covers_the_library():
 
 def test_save_reload_and_remote_code_keep_the_mixed_model(model, tokenizer, tmp_path):
     """Saved and reloaded (in-process), then loaded as remote code in a fresh process: the same answers."""
-    program, question, roles, character, answer = QUESTIONS[-1]
-    ids = rig(model, tokenizer, question, roles, program, character)
+    program, question, roles, answer = QUESTIONS[-1]
+    ids = rig(model, tokenizer, question, roles, program)
     model.save_pretrained(tmp_path / "mixed")
     reloaded = AutoModel.from_pretrained(tmp_path / "mixed", trust_remote_code=True).eval()
     assert reloaded.config.delta_parse_mode == "mixed" and reloaded.config.delta_answer_source == "program"
@@ -382,3 +377,19 @@ def test_delta_is_sized_per_question_for_operands_longer_than_the_config(model, 
     finally:
         model.config.delta_size_per_question = True
     assert details["answer"] is None and "delta_input_cells" in details["refusal"]
+
+
+def test_registers_hold_only_values_the_question_writes(tokenizer, table):
+    """With spelled tokens the registers are copied, never classified: whatever the weights, a register's
+    distribution lies on the numerals and one-character tokens of the question (a classifier would let the
+    backbone compute the answer into a register, where `add`/`min` pass it through)."""
+    torch.manual_seed(1)
+    fresh = LlamaDeltaForAlgorithmicQA(mixture_config(tokenizer, table)).eval()
+    question = 'Add 118 and 79 to "abc" (mod 128)'
+    ids = tokenizer(question)["input_ids"]
+    written = {118, 79} | {ord(tokenizer.decode([t])) for t in ids[1:] if len(tokenizer.decode([t])) == 1}
+    written.add(0)  # the numeral 128 >= n is listed with the value 0 (its refusal names it)
+    parsed = parse(fresh, ids)
+    support = set((parsed.registers[0] > 0).nonzero()[:, 1].tolist())
+    assert support <= written and {118, 79} <= support
+    assert torch.allclose(parsed.registers.sum(-1), torch.ones(1, parsed.registers.shape[1]))
