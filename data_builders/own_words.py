@@ -51,7 +51,7 @@ OWN_WORDS_TEMPLATES: dict[str, tuple[str, ...]] = {
         "How much is left if I take {y} from {x}?",
         "Start at {x} and go down by {y}. Where do you end up?",
         "Work out {x} - {y} modulo {n}.",
-        "what is {x} minus {y} mod {n}",
+        "hey, {x} minus {y} in arithmetic mod {n}?",
     ),
     "mul": (
         "What's {x} times {y}?",
