@@ -6,16 +6,22 @@ a slow test)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 
+import datasets
 import pytest
 
 from data_builders import FEATURES, MIXTURE_TASKS, arithmetic, fibonacci, get_builder, read_answer, sequences
+from data_builders.common import make_example
 from data_builders.own_words import OWN_WORDS_TEMPLATES, heldout_sizes, own_words, training_sizes
+from experiments.ask_own_words import ask, main, tally
 from modeling_llama_delta.library import assemble_library
 from modeling_llama_delta.reference import binary_op, run_reference
+from tests.helpers.models import LETTERS, exact_sorter
 from tests.test_data_builders import parse, parsed_input, template_regex
+from tests.test_export import char_tokenizer
 
 N = 128
 OWN = own_words()  # the default set (per_size 10, seed 0), shared by the tests that only read it
@@ -152,3 +158,52 @@ def test_seeded_and_selectable():
 def test_bad_settings(settings, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         own_words(**settings)
+
+
+# --- experiments.ask_own_words on tiny exact sorters (one token per character; tests/helpers/models.py) ---
+
+SAMPLED = {"delta_parse_samples": 2, "max_position_embeddings": 256}  # sized per question; contexts of 256
+
+
+def sort_row(string: str) -> dict:
+    row = make_example(f'SORT "{string}"', "".join(sorted(string)), [], "sort", [], [], "memory", 0, "sort")
+    return row | {"task": "sort", "length": len(string)}
+
+
+def test_ask_tells_right_refused_and_silently_wrong():
+    """A sorter whose 'b' token spells 'c' sorts strings with a b wrong, without refusing; a space or a character
+    outside the vocabulary inside the string is refused (its token spells nothing); the rest is right."""
+    tokenizer = char_tokenizer()
+    values = {str(tokenizer.convert_tokens_to_ids(c)): [ord("c" if c == "b" else c)] for c in LETTERS}
+    model = exact_sorter(tokenizer, 8, delta_token_values=values, **SAMPLED)
+    strings = ["dca", "dcb", "d a", "zyxwvuts", "aéd", "hgfedcba", "qwertyuiopasdfgh"]
+    asked = ask(model, tokenizer, datasets.Dataset.from_list([sort_row(s) for s in strings], features=FEATURES))
+    assert [item["outcome"] for item in asked] == ["right", "wrong", "refused", "right", "refused", "wrong", "right"]
+    assert asked[1]["answer"] == "ccd" and asked[1]["refusal"] is None
+    assert "spells no value" in asked[2]["refusal"] and asked[2]["answer"] is None
+    counts = tally(asked)["sort"]
+    assert counts["all"] == {"right": 3, "refused": 2, "wrong": 2, "total": 7}
+    assert counts["sizes"]["length 3"] == {"right": 1, "refused": 2, "wrong": 1, "total": 4, "held_out": False}
+    assert counts["sizes"]["length 16"]["right"] == 1
+
+
+def test_ask_own_words_script_on_an_export(tmp_path):
+    """The command on a saved exact sorter: it asks only the tasks its library serves (sort), and every own-words
+    sort question is refused, none answered wrong in silence: a one-token-per-character parse with every gate open
+    reads the question's words as input too, and the spaces between them spell nothing."""
+    tokenizer = char_tokenizer()
+    folder = tmp_path / "sorter"
+    exact_sorter(tokenizer, 8, **SAMPLED).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    report = main([str(folder), "--per_size", "2"])
+    assert set(report["counts"]) == {"sort"}
+    assert report["counts"]["sort"]["all"] == {"right": 0, "refused": 12, "wrong": 0, "total": 12}
+    assert set(report["counts"]["sort"]["sizes"]) == {f"length {length}" for length in (6, 8, 10, 12, 24, 48)}
+    assert all(item["refusal"] for item in report["not_right"]) and len(report["not_right"]) == 12
+    saved = json.loads((tmp_path / "own_words.json").read_text())
+    assert saved["counts"] == report["counts"] and saved["seed"] == 0
+    with pytest.raises(SystemExit, match="serves no own-words task"):
+        spin = tmp_path / "spin"
+        exact_sorter(tokenizer, 8, delta_programs={"spin": ".func spin\n    halt\n"}).save_pretrained(spin)
+        tokenizer.save_pretrained(spin)
+        main([str(spin), "--out", str(tmp_path / "spin.json")])
