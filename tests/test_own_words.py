@@ -13,10 +13,21 @@ from collections import Counter
 import datasets
 import pytest
 
-from data_builders import FEATURES, MIXTURE_TASKS, arithmetic, fibonacci, get_builder, read_answer, sequences
+from data_builders import (
+    FEATURES,
+    HELDOUT_SPLIT,
+    MIXTURE_TASKS,
+    arithmetic,
+    fibonacci,
+    get_builder,
+    read_answer,
+    sequences,
+)
 from data_builders.common import make_example
 from data_builders.own_words import OWN_WORDS_TEMPLATES, heldout_sizes, own_words, training_sizes
 from experiments.ask_own_words import ask, main, tally
+from experiments.zero_shot_smollm2 import chat_prompt, lenient_answer, question_sets, score
+from experiments.zero_shot_smollm2 import main as main_zero_shot
 from modeling_llama_delta.library import assemble_library
 from modeling_llama_delta.reference import binary_op, run_reference
 from tests.helpers.models import LETTERS, exact_sorter
@@ -207,3 +218,76 @@ def test_ask_own_words_script_on_an_export(tmp_path):
         exact_sorter(tokenizer, 8, delta_programs={"spin": ".func spin\n    halt\n"}).save_pretrained(spin)
         tokenizer.save_pretrained(spin)
         main([str(spin), "--out", str(tmp_path / "spin.json")])
+
+
+# --- experiments.zero_shot_smollm2: prompt, sampling and scoring (SmolLM2 itself: the slow test) ---
+
+
+def test_chat_prompt_is_one_user_turn_with_the_instruction():
+    tokenizer = char_tokenizer()
+    tokenizer.chat_template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    expected = "<user>What's 17 times 3?\nAnswer with the answer only.<assistant>"
+    assert chat_prompt(tokenizer, "What's 17 times 3?") == expected
+
+
+def test_question_sets_sample_each_task_from_each_set():
+    sets = question_sets(per_task=3, seed=0)
+    assert list(sets) == ["test", HELDOUT_SPLIT, "own_words"]
+    for name, rows in sets.items():
+        assert Counter(rows["task"]) == dict.fromkeys(MIXTURE_TASKS, 3), name
+    assert set(sets["own_words"]["question"]) <= set(OWN["question"])
+    heldout = get_builder("all").make_splits()[HELDOUT_SPLIT]
+    assert set(sets[HELDOUT_SPLIT]["question"]) <= {row["question"] for row in heldout}
+
+
+def test_replies_are_scored_as_the_text_baseline_and_leniently():
+    rows = own_words(per_size=1, tasks=("sort", "arithmetic", "addition"))
+    rows = rows.filter(lambda row: row["answer"] == row["answer"].strip())  # see the next test
+    right = score(rows, rows["answer"])
+    assert all(m["exact_match"] == m["lenient_exact_match"] == 1.0 for m in right["tasks"].values())
+    chatty = score(rows, [f'The answer is "{answer}".' for answer in rows["answer"]])
+    # a number is the reply's first integer (right here); a string is the whole reply (wrong), unless read leniently
+    assert chatty["tasks"]["arithmetic"]["exact_match"] == 1.0
+    assert chatty["tasks"]["sort"]["exact_match"] == chatty["tasks"]["addition"]["exact_match"] == 0.0
+    assert chatty["tasks"]["sort"]["lenient_exact_match"] == chatty["tasks"]["addition"]["lenient_exact_match"] == 1.0
+    assert chatty["mean_over_tasks"]["exact_match"] == pytest.approx(1 / 3)
+    wrong = score(rows, ["I can't do that."] * len(rows))
+    assert wrong["mean_over_tasks"] == {"exact_match": 0.0, "element_accuracy": 0.0, "lenient_exact_match": 0.0}
+
+
+def test_a_string_answer_with_outer_spaces_counts_only_quoted():
+    """`parse_answer_text` strips the reply, so a sorted string with a space (it starts with it) is never right bare;
+    the lenient reading of a quoted reply keeps the spaces."""
+    rows = own_words(per_size=1, tasks=("sort",)).filter(lambda row: row["answer"].startswith(" "))
+    assert len(rows)
+    assert score(rows, rows["answer"])["tasks"]["sort"]["exact_match"] == 0.0
+    assert score(rows, [f"'{answer}'" for answer in rows["answer"]])["tasks"]["sort"]["lenient_exact_match"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "text, answer_format, length, expected",
+    [
+        ("17 * 3 = 51", "integers", 1, [51]),
+        ("no number", "integers", 1, []),
+        ("The sum is 1168708.", "digits", 7, [ord(c) for c in "1168708"]),
+        ("The sum is 1168708.", "digits", 8, [ord(c) for c in "01168708"]),
+        ("It is 123456789", "digits", 3, []),
+        ("The sorted string is 'abc'.", "string", 3, [97, 98, 99]),
+        ("abc.", "string", 3, [97, 98, 99]),
+    ],
+)
+def test_lenient_reading(text, answer_format, length, expected):
+    assert lenient_answer(text, answer_format, length) == expected
+
+
+@pytest.mark.slow
+def test_zero_shot_smollm2_runs_end_to_end(tmp_path):
+    report = main_zero_shot(["--per_task", "1", "--out", str(tmp_path / "zero_shot.json")])
+    assert set(report["results"]) == {"test", HELDOUT_SPLIT, "own_words"}
+    for result in report["results"].values():
+        assert set(result["tasks"]) == set(MIXTURE_TASKS)
+        assert all(m["num_examples"] == 1 for m in result["tasks"].values())
+    assert json.loads((tmp_path / "zero_shot.json").read_text())["results"] == report["results"]
