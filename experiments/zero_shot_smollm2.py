@@ -10,8 +10,9 @@ followed by a new line and "Answer with the answer only."; the assistant turn is
 greedily (`text_baseline.generate_answers`, batched with left padding) up to `<|im_end|>` or a budget of tokens
 (32 for a number, 32 plus the answer's characters for a string or a sum). Replies are scored as the text baseline's:
 `text_baseline.parse_answer_text` (a string answer is the whole reply; a number, the reply's first integer) and the
-same metrics. A second, lenient reading is reported beside it, only as a bound: the reply's last integer, or its
-last quoted string (else the reply without a trailing full stop).
+same metrics. A second, lenient reading is reported beside it: the reply's last integer, or its last quoted string
+(else the reply without a trailing full stop). It is no upper bound: "87 * 55 = 425" is right read first-integer
+for a question whose answer is 87, wrong read last-integer.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def question_sets(per_task: int, seed: int) -> dict[str, datasets.Dataset]:
 
 
 def lenient_answer(text: str, answer_format: str, length: int) -> list[int]:
-    """A generous reading of a reply, for a bound only: its last integer (a sum: that numeral, zero-padded), or its
+    """Another reading of a reply: its last integer (a sum: that numeral, zero-padded), or its
     last quoted string (else the reply without a trailing full stop)."""
     if answer_format == "string":
         quoted = re.findall(r"[\"'`]([^\"'`]*)[\"'`]", text)
