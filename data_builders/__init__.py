@@ -10,6 +10,7 @@ Parquet export. Depends on `modeling_llama_delta` (the library's accounts, the r
 | `common` | the column schema, the base config, seeded sampling, leakage-free splits, the cache key |
 | `arithmetic`, `fibonacci`, `sequences` | the task families: how problems are drawn and phrased |
 | `mixture` | `all`: every task the one model serves, in one dataset with a `task` column |
+| `own_words` | `own_words()`: an evaluation set, the mixture's tasks in wordings no builder uses, 1x-4x sizes |
 | `registry` | task name -> builder: `TASKS`, `get_builder`, `load_task` |
 | `card`, `parquet` | the dataset card and the Parquet export (`export_dataset`, to disk or Hub): a config per task |
 | `export` | its command line: `python -m data_builders.export --task sort --task arithmetic --out DIR` |
@@ -20,6 +21,7 @@ from .card import dataset_card
 from .common import FEATURES, HELDOUT_SPLIT, AlgorithmicBuilder, AlgorithmicConfig, generator_hash, read_answer
 from .fibonacci import FibonacciBuilder, FibonacciConfig
 from .mixture import MIXTURE_TASKS, MixtureBuilder, MixtureConfig
+from .own_words import OWN_WORDS_TEMPLATES, own_words
 from .parquet import export_dataset
 from .registry import TASKS, get_builder, load_task
 from .sequences import NeuralComprehensionBuilder, SequenceConfig, SortBuilder, StringQuestionBuilder
@@ -28,6 +30,7 @@ __all__ = [
     "FEATURES",
     "HELDOUT_SPLIT",
     "MIXTURE_TASKS",
+    "OWN_WORDS_TEMPLATES",
     "TASKS",
     "AlgorithmicBuilder",
     "AlgorithmicConfig",
@@ -46,5 +49,6 @@ __all__ = [
     "generator_hash",
     "get_builder",
     "load_task",
+    "own_words",
     "read_answer",
 ]
