@@ -29,7 +29,7 @@ assembled main() leave different stack cells (the answer in r0 is the same).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -164,7 +164,7 @@ def run_main_discrete(
         running = running & (programs[:, k] >= 0)
         program = torch.where(running, programs[:, k], state.program)
         registers = state.registers.clone()
-        previous = registers[:, 0]
+        previous = registers[:, 0].clone()  # r0 before this call sets any register
         for register in range(sources.shape[2]):
             source = sources[:, k, register]  # (B,)
             value = parsed.gather(1, source.clamp_min(0)[:, None])[:, 0] if parsed.shape[1] else previous
@@ -253,14 +253,14 @@ def to_assembly(
     main: MainProgram,
     names: Sequence[str],
     parsed_values: Sequence[int],
-    sources: dict[str, str],
+    library_sources: Mapping[str, str],
     n: int = 128,
     num_registers: int = 8,
     memory: Sequence[int] = (),
 ) -> str:
     """`main` as ISA v1.1 text: a `.func main` first (line 0, where a run starts), setting each call's registers
     (`mov` from r0 for the previous result, `const` for a parsed value) before `call`ing the program, and ending
-    in `halt`; then the source of every program it calls (`sources`: name -> assembly, e.g. `library.LIBRARY`),
+    in `halt`; then the source of every program it calls (`library_sources`: name -> assembly, e.g. `library.LIBRARY`),
     local labels renamed `program.label`. `names` maps `Call.program` to a name; `parsed_values` are the values
     the `const`s write; `memory`, if given, is described in a comment (main() does not write it: the parse does).
     """
@@ -290,8 +290,8 @@ def to_assembly(
     lines.append("    halt                   ; the answer: r0, or memory from m[0]")
     text = "\n".join(lines) + "\n"
     for name in dict.fromkeys(names[call.program] for call in main.calls):
-        program = assemble(sources[name], n, num_registers)
-        text += "\n" + _prefixed_source(name, sources[name], program)
+        program = assemble(library_sources[name], n, num_registers)
+        text += "\n" + _prefixed_source(name, library_sources[name], program)
     return text
 
 
