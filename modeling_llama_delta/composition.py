@@ -249,6 +249,10 @@ def _prefixed_source(name: str, source: str, program: Program) -> str:
     return source
 
 
+def _line(instruction: str, comment: str) -> str:
+    return f"    {instruction:<20} ; {comment}"
+
+
 def to_assembly(
     main: MainProgram,
     names: Sequence[str],
@@ -278,16 +282,14 @@ def to_assembly(
         for register in order:
             source = call.sources[register]
             what = inputs[register] if register < len(inputs) else "unused by the program"
-            if source == PREVIOUS:
-                if register:
-                    lines.append(f"    mov r{register}, r0            ; {what} := call {index - 1}'s result")
-                else:
-                    lines.append(f"    ; r0 ({what}) is call {index - 1}'s result already")
+            if source == PREVIOUS and register:
+                lines.append(_line(f"mov r{register}, r0", f"{what} := call {index - 1}'s result"))
+            elif source == PREVIOUS:
+                lines.append(_line("", f"r0 ({what}) is call {index - 1}'s result already"))
             else:
-                value = parsed_values[source]
-                lines.append(f"    const r{register}, {value:<10} ; {what} := parsed value {source}")
-        lines.append(f"    call {name:<15} ; call {index}")
-    lines.append("    halt                   ; the answer: r0, or memory from m[0]")
+                lines.append(_line(f"const r{register}, {parsed_values[source]}", f"{what} := parsed value {source}"))
+        lines.append(_line(f"call {name}", f"call {index}"))
+    lines.append(_line("halt", "the answer: r0, or memory from m[0]"))
     text = "\n".join(lines) + "\n"
     for name in dict.fromkeys(names[call.program] for call in main.calls):
         program = assemble(library_sources[name], n, num_registers)
