@@ -52,16 +52,35 @@ def build_model(tokenizer, seed: int) -> LlamaDeltaForComposedQA:
     return LlamaDeltaForComposedQA(config)
 
 
-def evaluate(model, tokenizer, rows: list[dict]) -> dict:
+def soft_answers(model, tokenizer, rows: list[dict], batch_size: int = 64) -> list[str]:
+    """The arg-max of the soft chain's answer (what training optimises), beside `solve`'s exact arg-max main()."""
+    model.eval()
+    answers = []
+    with torch.enable_grad():  # the model runs the soft chain where gradients are on
+        for first in range(0, len(rows), batch_size):
+            encoded = tokenizer(
+                [row["question"] for row in rows[first : first + batch_size]], return_tensors="pt", padding=True
+            )
+            logits = model(encoded["input_ids"], encoded["attention_mask"]).answer_logits.detach()
+            answers += [str(values[0]) for values in logits.argmax(-1).tolist()]
+    return answers
+
+
+def evaluate(model, tokenizer, rows: list[dict], soft: bool) -> dict:
     answers = model.solve([row["question"] for row in rows], tokenizer, batch_size=64)
     right = Counter(row["operation"] for row, answer in zip(rows, answers, strict=True) if answer == row["answer"])
     total = Counter(row["operation"] for row in rows)
-    return {
+    result = {
         "exact_match": sum(right.values()) / len(rows),
         "count": len(rows),
         "per_composition": {name: right[name] / total[name] for name in sorted(total)},
-        "answers": answers,
     }
+    if soft:
+        by_soft = soft_answers(model, tokenizer, rows)
+        hits = Counter(row["operation"] for row, answer in zip(rows, by_soft, strict=True) if answer == row["answer"])
+        result["soft_exact_match"] = sum(hits.values()) / len(rows)
+        result["soft_per_composition"] = {name: hits[name] / total[name] for name in sorted(total)}
+    return result | {"answers": answers}
 
 
 def main() -> None:
@@ -71,20 +90,28 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=1e-2)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compositions", nargs="+", default=NUMBERS_SEEN, choices=NUMBERS_SEEN, help="seen ones")
+    parser.add_argument("--unseen", nargs="+", default=NUMBERS_UNSEEN, choices=NUMBERS_UNSEEN)
     parser.add_argument("--out", default="experiments/results/compose_probe")
+    parser.add_argument("--save_model", default=None, help="a folder for the trained model (not committed)")
+    parser.add_argument("--load_model", default=None, help="evaluate this saved model instead of training one")
     args = parser.parse_args()
 
     splits = get_builder(
         "compose",
-        compositions=NUMBERS_SEEN,
-        unseen_compositions=NUMBERS_UNSEEN,
+        compositions=tuple(args.compositions),
+        unseen_compositions=tuple(args.unseen),
         examples_per_composition=args.examples,
         unseen_examples_per_composition=300,
         heldout_phrasing_size=300,
         seed=args.seed,
     ).make_splits()
     tokenizer = load_llama3_tokenizer()
-    model = build_model(tokenizer, args.seed)
+    if args.load_model:  # evaluate a saved model (no training), the soft chain's answers too
+        model = LlamaDeltaForComposedQA.from_pretrained(args.load_model)
+        args.seconds = 0
+    else:
+        model = build_model(tokenizer, args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
     train, rng = splits["train"], random.Random(args.seed)
     start, steps, epochs, losses = time.time(), 0, 0, []
@@ -115,20 +142,20 @@ def main() -> None:
     }
     examples = {}
     for name, rows in rows_by_split.items():
-        result = evaluate(model, tokenizer, rows)
+        result = evaluate(model, tokenizer, rows, soft=bool(args.load_model))
         answers = result.pop("answers")
         results[name] = result
         print(name, json.dumps(result))
-        for want_right in (True, False):  # the explain output of one right and one wrong answer per split
-            found = [row for row, a in zip(rows, answers, strict=True) if (a == row["answer"]) == want_right]
-            if found:
-                row = found[0]
-                key = f"{name}_{'right' if want_right else 'wrong'}"
+        for row, answer in zip(rows, answers, strict=True):  # the explain output of a right and a wrong answer
+            key = f"{name}/{row['operation']}/{'right' if answer == row['answer'] else 'wrong'}"
+            if key not in examples:
                 examples[key] = {"expected": row["answer"], "explain": model.explain(row["question"], tokenizer)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "explain.json").write_text(json.dumps(examples, indent=2) + "\n")
+    (out / "explain.json").write_text(json.dumps(examples, indent=2, sort_keys=True) + "\n")
+    if args.save_model:
+        model.save_pretrained(args.save_model)
     print(f"wrote {out / 'results.json'} and {out / 'explain.json'}")
 
 
