@@ -168,7 +168,7 @@ class LlamaDeltaForComposedQA(LlamaDeltaPreTrainedModel):
         return self.delta_head(hidden, attention_mask, input_ids)
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None, **kwargs
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None
     ) -> ComposedQAOutput:
         """labels (B, A): answer elements, -100 past an answer's end. With gradients, Δ runs the soft chain;
         without, the arg-max main() runs exactly."""
