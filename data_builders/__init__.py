@@ -11,6 +11,7 @@ Parquet export. Depends on `modeling_llama_delta` (the library's accounts, the r
 | `arithmetic`, `fibonacci`, `sequences` | the task families: how problems are drawn and phrased |
 | `mixture` | `all`: every task the one model serves, in one dataset with a `task` column |
 | `own_words` | `own_words()`: an evaluation set, the mixture's tasks in wordings no builder uses, 1x-4x sizes |
+| `composition` | `compose`: two- and three-call questions, a main() of library calls, with a compositional split |
 | `registry` | task name -> builder: `TASKS`, `get_builder`, `load_task` |
 | `card`, `parquet` | the dataset card and the Parquet export (`export_dataset`, to disk or Hub): a config per task |
 | `export` | its command line: `python -m data_builders.export --task sort --task arithmetic --out DIR` |

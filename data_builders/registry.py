@@ -5,8 +5,9 @@
     ds["train"][0]["question"]  # 'Sort the string "drslxjlq"'
 
 Tasks (config names): arithmetic, fibonacci, fibonacci_minimal, fibonacci_linear, sort, sort_spaced, count, strlen,
-parity, reverse, addition, and `all` (their mixture, `mixture.MixtureBuilder`). Keyword overrides are config fields
-(see each family's config class); bad values fail at once.
+parity, reverse, addition, `all` (their mixture, `mixture.MixtureBuilder`) and `compose` (questions that chain two
+or three programs, `composition.CompositionBuilder`). Keyword overrides are config fields (see each family's config
+class); bad values fail at once.
 The builders are importable `datasets.GeneratorBasedBuilder` classes, so
 `SortBuilder(config_name="sort", cache_dir=...)` works too.
 """
@@ -19,6 +20,7 @@ import datasets
 
 from .arithmetic import ArithmeticBuilder
 from .common import AlgorithmicBuilder
+from .composition import CompositionBuilder
 from .fibonacci import FibonacciBuilder
 from .mixture import MixtureBuilder
 from .sequences import NeuralComprehensionBuilder, SortBuilder, StringQuestionBuilder
@@ -37,6 +39,7 @@ TASKS: dict[str, type[AlgorithmicBuilder]] = {
     "reverse": NeuralComprehensionBuilder,
     "addition": NeuralComprehensionBuilder,
     "all": MixtureBuilder,  # every task above that the one model serves, mixed
+    "compose": CompositionBuilder,  # two- and three-call questions, a main() of library calls (issue #17)
 }
 
 

@@ -54,8 +54,10 @@ SMALL = {
     "reverse": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied", **HELDOUT},
     "addition": {"examples_per_length": 150, "ood_examples_per_length": 40, "phrasing": "varied", **HELDOUT},
     "all": {"examples_per_task": 120, "ood_examples": 10, "heldout_phrasing_size": 20},
+    "compose": {"examples_per_composition": 60, "unseen_examples_per_composition": 20, "heldout_phrasing_size": 40},
 }
-TEXT_TASKS = [task for task in sorted(TASKS) if task not in ("fibonacci_minimal", "all")]  # one task, in words
+TEXT_TASKS = [task for task in sorted(TASKS) if task not in ("fibonacci_minimal", "all", "compose")]  # one program
+SINGLE_PROGRAM_TASKS = [task for task in sorted(TASKS) if task != "compose"]  # compose: tests/test_composition_data.py
 SPLITS = {}  # task -> make_splits() of its SMALL settings, shared by the tests that only read it
 
 
@@ -94,9 +96,9 @@ def test_deterministic_across_processes():
 
 
 def problem_of(row: dict) -> tuple:
-    problem = (row["program"], tuple(row["memory"]), tuple(row["registers"]))
+    problem = (row["program"], tuple(row.get("calls", ())), tuple(row["memory"]), tuple(row["registers"]))
     if row["task"] == "arithmetic" and row["operation"] in arithmetic.COMMUTATIVE:
-        problem = (row["program"], (), tuple(sorted(row["registers"])))  # "Add 3 and 4" = "Add 4 and 3"
+        problem = (row["program"], (), (), tuple(sorted(row["registers"])))  # "Add 3 and 4" = "Add 4 and 3"
     return problem
 
 
@@ -106,7 +108,7 @@ def test_no_question_or_problem_in_two_splits(task):
     phrasings ask test problems only, in questions no other split holds."""
     splits = splits_of(task)
     assert {"train", "validation", "test"} <= set(splits)
-    assert any("ood_" in s for s in splits) == (task != "arithmetic")  # one-step: no length or depth
+    assert any("ood_" in s for s in splits) == (task not in ("arithmetic", "compose"))  # no length or depth held out
     assert all(row["task"] in (task if task != "all" else MIXTURE_TASKS) for rows in splits.values() for row in rows)
     seen_question: dict[str, str] = {}
     seen_input: dict[tuple, str] = {}
@@ -242,7 +244,7 @@ def parsed_input(row: dict, fields: dict[str, str]) -> tuple[list[int], list[int
     return [ord(c) for c in text] + [0], [ord(fields["c"])] if task == "count" else []
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
+@pytest.mark.parametrize("task", SINGLE_PROGRAM_TASKS)
 def test_answers_equal_reference_run_on_the_parsed_question(task):
     """Read Δ's input back from the question text by the calling convention, run the task's library program on it
     in the reference interpreter, and check the row's inputs, answer ids and answer text against that run."""
