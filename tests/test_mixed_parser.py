@@ -11,7 +11,7 @@ against the library's own semantics, with the real Llama 3 tokenizer.
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModel
+from transformers import AutoModel, pipeline
 
 from llama_delta.task_settings import spelled_token_values
 from llama_delta.tokenizer import load_llama3_tokenizer
@@ -354,6 +354,9 @@ def test_save_reload_and_remote_code_keep_the_mixed_model(model, tokenizer, tmp_
     assert reloaded.config.delta_token_values == model.config.delta_token_values
     assert reloaded.solve(question, tokenizer, return_details=True)[0]["program"] == "add_digits"
     assert reloaded.solve(question, tokenizer) == [answer]
+    tokenizer.save_pretrained(tmp_path / "mixed")
+    solver = pipeline(model=str(tmp_path / "mixed"), trust_remote_code=True)
+    assert solver([question]) == [{"answer": answer}]  # written in add_digits' format, not the config's
     inputs = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
     inputs["labels"] = torch.tensor([[ord(c) for c in "09942"] + [0] + [-100] * 7])
     tensors, _ = load_in_fresh_process(str(tmp_path / "mixed"), inputs, tmp_path, HF_HUB_OFFLINE="1")
