@@ -813,11 +813,11 @@ def score_function_loss(
     loss; its gradient adds (loss - baseline) * d log q for the parse to the exact gradient for the selection.
     With `selection` (B, P) (`delta_program_choice = "enumerate"`), answer_logits are (B, S, P, K, n), each sample
     run under every program, and a sample's loss is its marginal answer NLL over the programs, per answer element:
-    -log(sum_p selection_p * P(answer | sample, p)) / K (log q is then the parse's alone). Its gradient for the
-    selection logits is (selection - posterior) / K, the posterior over programs given the answer: it moves the
-    selection toward the programs that explain the answer, however unlikely they are now. (The expected loss,
-    sum_p selection_p * loss_p, has gradient proportional to selection_p: on the full mixture it collapsed onto
-    `div`, right by chance on many parity and count answers, within one epoch, and never recovered.)
+    -log(sum_p selection_p * P(answer | sample, p)) / K (log q is then the parse's alone). The selection logits get
+    the gradient of the undivided marginal NLL, selection - posterior, the posterior over programs given the answer:
+    it moves the selection toward the programs that explain the answer, however unlikely they are now. (The
+    expected loss, sum_p selection_p * loss_p, has gradient proportional to selection_p: on the full mixture it
+    collapsed onto `div`, right by chance on many parity and count answers, within one epoch, and never recovered.)
     Returns (loss, per-sample losses (B, S)).
     """
     if selection is None:  # one program per sample, its log-probability in log q
@@ -830,10 +830,13 @@ def score_function_loss(
     log_likelihood = (picked * valid).sum(-1)  # (B, S, P) log P(answer | sample, program)
     marginal = torch.logsumexp(log_likelihood + log_probability(selection)[:, None], dim=-1)  # (B, S)
     sample_loss = -marginal / elements  # (B, S); one program: its mean answer NLL
+    # The selection's gradient, (selection - posterior) per question, is not divided by the answer's length: a
+    # sorted string's question moves the selection as much as a parity bit's.
+    selection_loss = -marginal.mean()
     baseline = (sample_loss.sum(1, keepdim=True) - sample_loss) / (s - 1)  # (B, S) leave-one-out
     advantage = (sample_loss - baseline).detach()
     surrogate = advantage * (log_q - log_q.detach())  # value 0; gradient advantage * d log q
-    return sample_loss.mean() + surrogate.mean(), sample_loss
+    return sample_loss.mean() + surrogate.mean() + (selection_loss - selection_loss.detach()), sample_loss
 
 
 def format_answer(values: list[int], answer_format: str) -> str:
