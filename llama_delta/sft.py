@@ -353,7 +353,8 @@ def train_delta(
     choose_best_epoch(args, training_args, has_validation="validation" in data)
     train_steps = max(settings.max_steps[name] for name in IN_DISTRIBUTION if name in data)
     model.resize_delta(max_steps=train_steps)
-    library = list(settings.delta_config["delta_programs"])  # selection index -> program name
+    # selection index -> program name: the config's order (it sorts the library by name), not the settings'
+    library = list(model.config.delta_programs)
 
     def split_metrics(split: datasets.Dataset):
         """The split's metrics, with how often the head picked each example's program (measured, not trained)."""

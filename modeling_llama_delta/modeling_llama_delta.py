@@ -40,6 +40,8 @@ from .pipeline_llama_delta import custom_pipelines
 # Floor added to answer probabilities before the log: keeps the loss finite and its gradient bounded
 # (<= 1/eps) where Δ gives the right answer almost no mass.
 ANSWER_EPS = 1e-6
+# A number right after these words is the question's modulus (`check_question` lets n itself through there).
+MODULUS = re.compile(r"\bmod(?:ulo|ulus)?\W{0,3}$", re.IGNORECASE)
 # The initial logit of a `mixed` parse's end-of-sequence gates (P = 0.047).
 END_GATE_BIAS = -3.0
 
@@ -696,8 +698,11 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
         # A `mixed` parse checks the numerals its chosen program reads itself (`RunReport.check_program_inputs`), so
         # that add_digits' long numerals, which are characters in memory, are not refused here.
         if self.config.delta_answer_format in ("integers", "program") and self.config.delta_parse_mode != "mixed":
-            for number in re.findall(r"(?<![\w)])-?\d+", question):
-                if not 0 <= int(number) < n:
+            for match in re.finditer(r"(?<![\w)])-?\d+", question):
+                number = int(match.group())
+                if number == n and MODULUS.search(question[: match.start()]):
+                    continue  # "(mod 128)": the question states Δ's own modulus, no input
+                if not 0 <= number < n:
                     raise ValueError(f"{name} mentions {number}, outside 0..{n - 1} (the word size n)")
 
     @torch.no_grad()

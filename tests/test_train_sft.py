@@ -94,6 +94,12 @@ def test_arithmetic_end_to_end(tmp_path, monkeypatch):
     programs = assemble_library(model.config.delta_programs, n=128, num_registers=8)
     assert torch.equal(model.delta_head.machine.rom, compile_programs(list(programs.values())))
     assert model.config.delta_programs.keys() == {"add", "sub", "mul", "div", "mod", "min", "max"}
+    # The reported selection accuracy is the exported model's own: the program solve says it ran, against the row's.
+    test = load_task_data("arithmetic", cache_dir=tmp_path / "data", dataset_size=300)["test"]
+    details = model.solve(list(test["question"]), load_llama3_tokenizer(), return_details=True, refuse=False)
+    chosen = [detail["program"] == program for detail, program in zip(details, test["program"], strict=True)]
+    assert not [detail["refusal"] for detail in details if detail["refusal"]]  # "(mod 128)" is no input
+    assert math.isclose(report["results"]["test"]["program_accuracy"], sum(chosen) / len(chosen))
 
 
 def test_train_from_an_exported_folder_and_a_hub_repo(tmp_path):
