@@ -91,6 +91,9 @@ class LlamaDeltaConfig(LlamaConfig):
         `delta_input_cells` and `delta_answer_length` are then the training-time sizes and the smallest ones used.
         Off: those fields are fixed sizes. A saved config without this field loads with it off (the behaviour it
         was trained and evaluated with).
+    delta_min_answer_probability (`float`): outside training, an answer whose probability
+        (`AlgorithmicQAOutput.answer_probability`) is below this is refused, naming it (0: off, the default; the
+        recipe sets 0.5): a question the parse is unsure of gets a refusal, not a guess.
     """
 
     model_type = "llama_delta"
@@ -119,6 +122,7 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_program_choice: str = "sample"
     delta_checkpoint_steps: int = 0
     delta_size_per_question: bool = True
+    delta_min_answer_probability: float = 0.0
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
@@ -278,6 +282,10 @@ class LlamaDeltaConfig(LlamaConfig):
         for name, program in zip(library.names, library.programs, strict=True):
             if name not in program.functions:
                 raise ValueError(f"delta_programs[{name!r}] has no '.func {name}' entry point")
+        if not 0.0 <= self.delta_min_answer_probability <= 1.0:
+            raise ValueError(
+                f"delta_min_answer_probability = {self.delta_min_answer_probability!r} is out of range: allowed 0..1"
+            )
         if not self.delta_program_sharpness > 0:  # its type and finiteness are checked with every field's
             raise ValueError(f"delta_program_sharpness = {self.delta_program_sharpness!r} must be a finite number > 0")
 

@@ -677,6 +677,13 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
                 answer_probability = report.parse_probability * selection.amax(-1)
             else:
                 answer_probability = answer.amax(-1).prod(-1)  # (B,)
+            threshold = self.config.delta_min_answer_probability
+            for example in (answer_probability < threshold).nonzero().flatten().tolist():
+                report.refuse(
+                    example,
+                    f"the answer's probability {float(answer_probability[example]):.3g} is below "
+                    f"delta_min_answer_probability = {threshold} (the parse or the program choice is uncertain)",
+                )
         return AlgorithmicQAOutput(
             loss, answer_logits, selection, halted, cells, registers, trace, sample_loss, answer_probability, refusals
         )

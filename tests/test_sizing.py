@@ -57,6 +57,25 @@ def test_details_give_probabilities(sorter, tokenizer):
         assert detail["probability"] == pytest.approx(1.0) and detail["halt_probability"] == 1.0
 
 
+def test_an_uncertain_answer_is_refused_not_guessed(tokenizer):
+    """`delta_min_answer_probability`: the same exact sort, its gates open with probability sigmoid(2) = 0.88 per
+    token, is answered while its probability (0.88 per token) stays above the threshold and refused, naming the
+    probability, once it falls below (a longer string); the threshold 0 answers everything."""
+    import torch
+
+    for threshold, answered in ((0.0, ["abcd", LETTERS]), (0.5, ["abcd", None])):
+        model = exact_sorter(tokenizer, TRAINED_LENGTH, **SAMPLED, delta_min_answer_probability=threshold)
+        with torch.no_grad():
+            model.delta_head.parser.gates.bias.fill_(2.0)
+        details = model.solve(['SORT "dcab"', f'SORT "{LETTERS[::-1]}"'], tokenizer, return_details=True, refuse=False)
+        assert [d["answer"] for d in details] == answered
+        if answered[1] is None:
+            assert (
+                "probability" in details[1]["refusal"] and "delta_min_answer_probability = 0.5" in details[1]["refusal"]
+            )
+            assert details[0]["probability"] >= 0.5 > details[1]["probability"]
+
+
 def test_fixed_sizes_refuse_a_longer_string_never_truncate(tokenizer):
     fixed = exact_sorter(tokenizer, TRAINED_LENGTH, **SAMPLED, delta_size_per_question=False)
     assert fixed.solve('SORT "dcab"', tokenizer) == ["abcd"]
