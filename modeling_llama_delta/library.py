@@ -368,6 +368,8 @@ REGISTERS_READ: dict[str, int] = {
     **{name: 0 for name in ("strlen", "reverse", "sort", "sum", "parity", "add_digits")},
     "count": 1,
 }
+# name -> the input registers that hold a character's code point rather than a number (count's r0).
+CHARACTER_INPUTS: dict[str, tuple[int, ...]] = {"count": (0,)}
 # Word sizes below which a program computes wrong values (its ROM length is a separate, larger limit).
 MIN_WORD_SIZE: dict[str, int] = {"parity": 50, "add_digits": 58}
 

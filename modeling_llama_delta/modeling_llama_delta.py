@@ -21,7 +21,16 @@ from transformers.utils import ModelOutput
 from .compiler import compile_library
 from .configuration_llama_delta import LlamaDeltaConfig
 from .discrete import DiscreteMachine, one_hot_values
-from .library import LIBRARY, REGISTERS_READ, RESULTS, SEQUENCES_READ, memory_needed, size_meaning, step_bound
+from .library import (
+    CHARACTER_INPUTS,
+    LIBRARY,
+    REGISTERS_READ,
+    RESULTS,
+    SEQUENCES_READ,
+    memory_needed,
+    size_meaning,
+    step_bound,
+)
 from .machine import DeltaMachine, DeltaState, DeltaTrace
 from .parsing import (
     NUMERAL_CAP,
@@ -41,7 +50,8 @@ from .pipeline_llama_delta import custom_pipelines
 # (<= 1/eps) where Δ gives the right answer almost no mass.
 ANSWER_EPS = 1e-6
 # A number right after these words is the question's modulus (`check_question` lets n itself through there).
-MODULUS = re.compile(r"\bmod(?:ulo|ulus)?\W{0,3}$", re.IGNORECASE)
+# Not after a number: "5 mod 128" asks for an operation on 128.
+MODULUS = re.compile(r"(?<!\d)(?<!\d )\bmod(?:ulo|ulus)?\W{0,3}$", re.IGNORECASE)
 # The initial logit of a `mixed` parse's end-of-sequence gates (P = 0.047).
 END_GATE_BIAS = -3.0
 
@@ -306,7 +316,9 @@ class RunReport:
     parse_probability (B,): the arg-max parse's probability under the head (product over its factors: each gate's
     probability of its greedy choice, each value's and register's arg-max probability); exact marks an answer from
     the integer interpreter, which adds no uncertainty to that parse (`answer_probability` is then the parse's
-    times the chosen program's).
+    times the chosen program's). register_probability (B, Rin) and sequence_probability (B,) are its factors (the
+    registers' arg-max probabilities; the gates' and cells'), from which a `mixed` parse's probability is taken
+    over what the chosen program reads only (`check_program_inputs`).
     """
 
     elements: list[int]
@@ -314,24 +326,26 @@ class RunReport:
     parse_probability: Tensor
     refusals: list[str | None]
     exact: bool = False
+    register_probability: Tensor | None = None
+    sequence_probability: Tensor | None = None
 
     @classmethod
     def of_parse(cls, parsed: ParsedQuestion, n: int) -> RunReport:
         cells = parsed.cells
-        probability = parsed.registers.amax(-1).prod(-1) if parsed.registers.shape[1] else cells.new_ones(len(cells))
+        registers = parsed.registers.amax(-1)  # (B, Rin)
         if isinstance(parsed, ParsedElements):
             gates = parsed.gates  # (B, E)
             emitted = gates > 0.5
             listed = gates > 0  # elements no token spells take no part
             chosen = torch.where(emitted, gates, 1 - gates).where(listed, 1.0)  # (B, E)
             values = parsed.elements.amax(-1).where(emitted, 1.0)  # (B, E)
-            probability = probability * chosen.prod(-1) * values.prod(-1)
+            sequence = chosen.prod(-1) * values.prod(-1)  # (B,)
             elements = emitted.sum(-1).tolist()
         else:
-            probability = probability * (cells.amax(-1).prod(-1) if cells.shape[1] else 1.0)
+            sequence = cells.amax(-1).prod(-1) if cells.shape[1] else cells.new_ones(len(cells))
             elements = [cells.shape[1]] * cells.shape[0]  # fixed cells: all of them are the input
         refusals: list[str | None] = [None] * cells.shape[0]
-        report = cls(elements, cells.shape[1], probability, refusals)
+        report = cls(elements, cells.shape[1], registers.prod(-1) * sequence, refusals, False, registers, sequence)
         for example, count in enumerate(elements):
             if count > report.capacity:
                 bound = "n, Δ's memory bound" if report.capacity == n else "delta_input_cells"
@@ -365,16 +379,34 @@ class RunReport:
         for example, index in zip(range(rows), program.tolist(), strict=True):
             name = names[index]
             reads = REGISTERS_READ[name] if name is not None else numerals.shape[1]
+            sequences = SEQUENCES_READ[name] if name is not None else 1
+            # The answer's probability counts what the program reads: its registers, and the memory if any.
+            probability = self.register_probability[example, :reads].prod()
+            self.parse_probability[example] = probability * (self.sequence_probability[example] if sequences else 1)
             for slot in range(min(reads, numerals.shape[1])):
-                value = int(numerals[example, slot])
-                if value >= n:
+                value, token = int(numerals[example, slot]), int(attended[example, slot])
+                character = int(parsed.characters[example, token])
+                wants_character = slot in CHARACTER_INPUTS.get(name, ())
+                if value < 0 and character < 0:
+                    self.refuse(example, f"no token of the question writes a value for register r{slot} of {name}")
+                elif value < 0 and not wants_character:
+                    self.refuse(
+                        example,
+                        f"register r{slot} of {name} reads the character {chr(character)!r} (token {token}), not a "
+                        "number",
+                    )
+                elif value >= 0 and wants_character:
+                    self.refuse(
+                        example,
+                        f"register r{slot} of {name} reads the numeral {value} (token {token}), not a character",
+                    )
+                elif value >= n:
                     shown = f">= {value}" if value >= NUMERAL_CAP else str(value)
                     self.refuse(
                         example,
                         f"register r{slot} of {name or 'its program'} reads the numeral {shown} (token "
                         f"{int(attended[example, slot])}), outside 0..{n - 1} (the word size n)",
                     )
-            sequences = SEQUENCES_READ[name] if name is not None else 1
             if not sequences:  # the program reads no memory: what the gates emit does not matter
                 continue
             # The emitted elements in order, (token, is a terminator), trailing terminators dropped.
@@ -832,7 +864,8 @@ def score_function_loss(
     collapsed onto `div`, right by chance on many parity and count answers, within one epoch, and never recovered.)
     Returns (loss, per-sample losses (B, S)).
     """
-    if selection is None:  # one program per sample, its log-probability in log q
+    enumerated = selection is not None
+    if not enumerated:  # one program per sample, its log-probability in log q
         answer_logits, selection = answer_logits[:, :, None], answer_logits.new_ones(len(answer_logits), 1)
     b, s, p, k, _ = answer_logits.shape
     labels = labels.to(answer_logits.device)[:, None, None].expand(b, s, p, k)  # (B, S, P, K)
@@ -840,15 +873,19 @@ def score_function_loss(
     picked = answer_logits.gather(-1, labels.clamp_min(0)[..., None])[..., 0]  # (B, S, P, K)
     elements = valid.sum(-1).clamp_min(1)[:, :, 0]  # (B, S) answer elements
     log_likelihood = (picked * valid).sum(-1)  # (B, S, P) log P(answer | sample, program)
-    marginal = torch.logsumexp(log_likelihood + log_probability(selection)[:, None], dim=-1)  # (B, S)
-    sample_loss = -marginal / elements  # (B, S); one program: its mean answer NLL
-    # The selection's gradient, (selection - posterior) per question, is not divided by the answer's length: a
-    # sorted string's question moves the selection as much as a parity bit's.
-    selection_loss = -marginal.mean()
+    log_selection = log_probability(selection)[:, None]  # (B, 1, P)
+    # (B, S); one program: its mean answer NLL. The selection takes no gradient here (its term is below).
+    sample_loss = -torch.logsumexp(log_likelihood + log_selection.detach(), dim=-1) / elements
     baseline = (sample_loss.sum(1, keepdim=True) - sample_loss) / (s - 1)  # (B, S) leave-one-out
     advantage = (sample_loss - baseline).detach()
     surrogate = advantage * (log_q - log_q.detach())  # value 0; gradient advantage * d log q
-    return sample_loss.mean() + surrogate.mean() + (selection_loss - selection_loss.detach()), sample_loss
+    loss = sample_loss.mean() + surrogate.mean()
+    if enumerated:
+        # The selection's gradient, selection - posterior per question, undivided by the answer's length: a sorted
+        # string's question moves the selection as much as a parity bit's. Value 0.
+        selection_loss = -torch.logsumexp(log_likelihood.detach() + log_selection, dim=-1).mean()
+        loss = loss + (selection_loss - selection_loss.detach())
+    return loss, sample_loss
 
 
 def format_answer(values: list[int], answer_format: str) -> str:

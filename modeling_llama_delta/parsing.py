@@ -53,12 +53,14 @@ class ParsedMixed(ParsedElements):
     (`RunReport.check_program_inputs`): register_attention (B, Rin, T) the register slots' attention, numerals
     (B, T) the numeral each token ends (-1: none; values >= n kept, capped at `NUMERAL_CAP`, so that a refusal can
     name them), terminators (B, E) which elements are a token's end-of-sequence 0, unspelled_open (B, T) tokens
-    that spell no value although their first gate is open (only with `delta_token_values`)."""
+    that spell no value although their first gate is open (only with `delta_token_values`), characters (B, T) the
+    code point each one-character token writes into a register (-1: none)."""
 
     register_attention: Tensor | None = None
     numerals: Tensor | None = None
     terminators: Tensor | None = None
     unspelled_open: Tensor | None = None
+    characters: Tensor | None = None  # (B, T) the code point a one-character token writes into a register, -1 none
 
 
 def last_token_states(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -335,8 +337,7 @@ class MixedParser(DeltaParser):
             return ParsedMixed(cells, registers, selection, gates.flatten(1), elements.flatten(1, 2))
         spelled = self.token_values[input_ids]  # (B, T, k), -1 padded
         numerals = spelled_numerals(spelled)  # (B, T)
-        register_attention, registers = copy_register_values(scores[:, :-1], numerals, spelled, n)
-        attention = torch.cat([register_attention, attention[:, -1:]], dim=1)  # (B, Rin + 1, T)
+        register_attention, registers, characters_written = copy_register_values(scores[:, :-1], numerals, spelled, n)
         characters, ends = gates.split([k, 1], dim=-1)  # (B, T, k), (B, T, 1)
         unspelled_open = (spelled < 0).all(-1) & (characters[..., 0] > 0.5)  # (B, T)
         gates = torch.cat([characters * (spelled >= 0), ends], dim=-1)  # (B, T, k + 1): what spells nothing stays off
@@ -352,10 +353,11 @@ class MixedParser(DeltaParser):
             gates,
             values,
             None,
-            attention[:, :-1],
+            register_attention,
             numerals,
             terminators.flatten(1),
             unspelled_open,
+            characters_written,
         )
 
 
@@ -437,7 +439,7 @@ def spelled_numerals(spelled: Tensor) -> Tensor:
     return torch.where(ends, numerals, -1)
 
 
-def copy_register_values(scores: Tensor, numerals: Tensor, spelled: Tensor, n: int) -> tuple[Tensor, Tensor]:
+def copy_register_values(scores: Tensor, numerals: Tensor, spelled: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
     """`mixed` registers with spelled tokens: copied, never classified, so that a register holds a value the
     question writes (a classifier would let the backbone compute an answer and smuggle it into a register, where
     an identity-like program passes it through: measured on the `all` mixture, `add` answering strlen). A register
@@ -446,7 +448,8 @@ def copy_register_values(scores: Tensor, numerals: Tensor, spelled: Tensor, n: i
     code point: `count`'s character). A question with no such token gives the value 0.
 
     scores (B, Rin, T) the slots' attention logits (padding at the dtype's min), numerals (B, T) (`spelled_numerals`),
-    spelled (B, T, k) -> attention (B, Rin, T), registers (B, Rin, n).
+    spelled (B, T, k) -> attention (B, Rin, T), registers (B, Rin, n), characters (B, T) the code point each
+    one-character token writes (-1: none; the refusals tell a character read as a number).
     """
     one_value = (spelled >= 0).sum(-1) == 1  # (B, T)
     digit = (spelled[..., 0] >= ord("0")) & (spelled[..., 0] <= ord("9"))
@@ -456,7 +459,7 @@ def copy_register_values(scores: Tensor, numerals: Tensor, spelled: Tensor, n: i
     none = ~writes.any(-1, keepdim=True)  # (B, 1): nothing to copy (then the value 0 everywhere)
     attention = scores.masked_fill(~(writes | none)[:, None, :], torch.finfo(scores.dtype).min).softmax(-1)
     copied = F.one_hot(torch.where(none, 0, value), n).to(attention)  # (B, T, n)
-    return attention, torch.einsum("brt,btn->brn", attention, copied)  # (B, Rin, T), (B, Rin, n)
+    return attention, torch.einsum("brt,btn->brn", attention, copied), character  # (B, Rin, T), (B, Rin, n), (B, T)
 
 
 def copy_token_values(attention: Tensor, token_values: Tensor, classified: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ from llama_delta.task_settings import spelled_token_values
 from llama_delta.tokenizer import load_llama3_tokenizer
 from modeling_llama_delta import LIBRARY, LlamaDeltaConfig, LlamaDeltaForAlgorithmicQA
 from modeling_llama_delta.library import BINARY_PROGRAMS, RESULTS
-from modeling_llama_delta.modeling_llama_delta import RunReport, program_answers
+from modeling_llama_delta.modeling_llama_delta import RunReport, program_answers, score_function_loss
 from modeling_llama_delta.parsing import ParsedMixed, spelled_numerals
 from tests.helpers.configs import TINY_LLAMA
 from tests.test_remote_code import load_in_fresh_process
@@ -81,7 +81,7 @@ def rig(model, tokenizer, question: str, roles: dict[str, tuple[int, ...]], prog
         attended = {role for text in roles for role in roles[text]}
         writes = [t for t in ids[1:] if len(tokenizer.decode([t])) == 1 or tokenizer.decode([t]).isdigit()]
         for slot in range(registers):  # a register no token is marked for reads the first token writing a value
-            if REG0 + slot not in attended:
+            if REG0 + slot not in attended and writes:
                 embeddings[writes[0], REG0 + slot] = 1.0
         parser.norm.weight.fill_(1.0)
         parser.keys.weight.copy_(BIG * torch.eye(hidden))
@@ -258,6 +258,9 @@ def test_greedy_parse_is_exact_and_discrete_runs_equal_soft_runs_for_every_progr
     ("program", "question", "roles", "cause"),
     [
         ("add", "Compute 300 plus 5", {"300": (REG0,), "5": (REG0 + 1,)}, "reads the numeral 300"),
+        ("add", "Add seven and 5?", {"?": (REG0,), "5": (REG0 + 1,)}, "reads the character '?'"),
+        ("count", 'How many 7 in "rrar"', {"7": (REG0,), "rr": (CHAR,), "ar": (CHAR,)}, "not a character"),
+        ("add", "Add seven and five", {}, "no token of the question writes a value for register r0"),
         ("sort", 'Sort "dcab"', {"dc": (CHAR, END), "ab": (CHAR,)}, "ends a sequence inside the input"),
         ("sort", 'Sort "abécd"', {"ab": (CHAR,), "é": (CHAR,), "cd": (CHAR,)}, "spells no value"),
         (
@@ -307,10 +310,9 @@ def test_program_size_measures_digits_per_operand_and_string_length(model, token
         assert report.program_size(0, program, head.parser.greedy(parsed)) == size, program
 
 
-def test_enumerating_programs_takes_the_exact_expectation_over_the_selection(tokenizer, table):
-    """delta_program_choice = "enumerate": every sampled parse runs under every program; the loss is the
-    selection-weighted mean of the runs' losses, so the selection gets an exact gradient toward the program whose
-    answer is right."""
+def test_enumerating_programs_moves_the_selection_toward_the_right_program(tokenizer, table):
+    """delta_program_choice = "enumerate": every sampled parse runs under every program, and the selection's score
+    goes up for the program whose answer is right."""
     config = mixture_config(tokenizer, table, delta_program_choice="enumerate")
     torch.manual_seed(0)
     model = LlamaDeltaForAlgorithmicQA(config).train()
@@ -326,6 +328,30 @@ def test_enumerating_programs_takes_the_exact_expectation_over_the_selection(tok
     grad = model.delta_head.parser.select.bias.grad
     assert grad[names.index("add")] < 0  # the right program's score goes up
     assert grad[names.index("add")] == grad.min()
+
+
+def test_the_selection_gradient_is_selection_minus_the_posterior():
+    """The enumerated loss: each sample's value is its marginal answer NLL per element, and the selection logits get
+    exactly (selection - posterior over programs given the answer), averaged over samples and divided by the batch,
+    whatever the answer's length (an expected loss would give a gradient proportional to the selection instead)."""
+    torch.manual_seed(0)
+    b, s, p, k, n = 3, 4, 5, 6, 7
+    answer_logits = torch.randn(b, s, p, k, n).log_softmax(-1)
+    labels = torch.randint(n, (b, k))
+    labels[0, 2:] = -100  # answers of different lengths
+    logits = torch.randn(b, p, requires_grad=True)
+    selection = logits.softmax(-1)
+    log_q = torch.zeros(b, s, requires_grad=True)
+    loss, sample_loss = score_function_loss(answer_logits, labels, log_q, selection)
+    loss.backward()
+    valid = (labels != -100)[:, None, None]  # (B, 1, 1, K)
+    picked = answer_logits.gather(-1, labels.clamp_min(0)[:, None, None, :, None].expand(b, s, p, k, 1))[..., 0]
+    log_likelihood = (picked * valid).sum(-1)  # (B, S, P)
+    posterior = (log_likelihood + selection.detach().log()[:, None]).softmax(-1).mean(1)  # (B, P)
+    torch.testing.assert_close(logits.grad, (selection.detach() - posterior) / b)
+    marginal = torch.logsumexp(log_likelihood + selection.detach().log()[:, None], -1)  # (B, S)
+    torch.testing.assert_close(sample_loss, -marginal / valid.sum(-1)[:, :, 0])
+    torch.testing.assert_close(loss, sample_loss.mean())
 
 
 def test_program_mode_config_is_validated(tokenizer, table):

@@ -469,8 +469,9 @@ def test_solve_refuses_what_it_cannot_represent(llama3_vocab_model, llama3_token
         llama3_vocab_model.solve(["What is 1 plus 1?", "What is " + "1 plus " * 40 + "1?"], llama3_tokenizer)
     with pytest.raises(ValueError, match=r"question 0 mentions 16, outside 0..15"):
         llama3_vocab_model.solve("What is 16 plus 3?", llama3_tokenizer)
-    with pytest.raises(ValueError, match=r"question 0 mentions 16, outside 0..15"):
-        llama3_vocab_model.solve("What is 3 plus 16 (mod 15)?", llama3_tokenizer)
+    for question in ("What is 3 plus 16 (mod 15)?", "What is 5 mod 16?", "What is 5 modulo 16?"):
+        with pytest.raises(ValueError, match=r"question 0 mentions 16, outside 0..15"):
+            llama3_vocab_model.solve(question, llama3_tokenizer)
     # The question's own modulus, n, is no input: not refused (the arithmetic data's "(mod 16)" suffixes).
     for question in ("What is 3 plus 4 (mod 16)?", "3 plus 4. Answer modulo 16.", "3 plus 4, mod-16"):
         assert len(llama3_vocab_model.solve(question, llama3_tokenizer)) == 1

@@ -96,9 +96,14 @@ def test_arithmetic_end_to_end(tmp_path, monkeypatch):
     assert model.config.delta_programs.keys() == {"add", "sub", "mul", "div", "mod", "min", "max"}
     # The reported selection accuracy is the exported model's own: the program solve says it ran, against the row's.
     test = load_task_data("arithmetic", cache_dir=tmp_path / "data", dataset_size=300)["test"]
-    details = model.solve(list(test["question"]), load_llama3_tokenizer(), return_details=True, refuse=False)
+    questions, tokenizer = list(test["question"]), load_llama3_tokenizer()
+    details = model.solve(questions, tokenizer, return_details=True, refuse=False)
+    # "(mod 128)" is no input: what is refused is what the 1-epoch model is unsure of (probability < 0.5)
+    assert all("probability" in detail["refusal"] for detail in details if detail["refusal"])
+    unsure = LlamaDeltaForAlgorithmicQA.from_pretrained(hub, delta_min_answer_probability=0.0)
+    details = unsure.solve(questions, tokenizer, return_details=True, refuse=False)
+    assert not [detail["refusal"] for detail in details if detail["refusal"]]
     chosen = [detail["program"] == program for detail, program in zip(details, test["program"], strict=True)]
-    assert not [detail["refusal"] for detail in details if detail["refusal"]]  # "(mod 128)" is no input
     assert math.isclose(report["results"]["test"]["program_accuracy"], sum(chosen) / len(chosen))
 
 
