@@ -3,9 +3,9 @@
 A small mixture (tasks arithmetic, sort, strlen of the `all` dataset: 9 programs, 7 of them the binaries), the
 minimal LLaMA from scratch with the `mixed` parse, `delta_answer_source = "program"`, S sampled parses per
 question, and `delta_program_choice` `sample` (one program drawn per parse, score function) or `enumerate` (every
-program per parse, the exact expectation over the selection). Reports, every `--eval_every` steps, on validation
-rows: selection accuracy (the arg-max program is the row's `program`; the label is never an input to the loss),
-exact match of `solve`'s answers, and refusals.
+program per parse, each sample's marginal likelihood over the selection). Reports, every `--eval_every` steps, on
+validation rows: selection accuracy (the arg-max program is the row's `program`; the label is never an input to
+the loss), exact match of `solve`'s answers, and refusals.
 
     OMP_NUM_THREADS=1 python -m experiments.mixed_selection --choice sample \
         --out experiments/results/mixed_selection/sample.json

@@ -120,8 +120,8 @@ class ScriptArguments:
     program_choice: Literal[PROGRAM_CHOICES] | None = field(
         default=None,
         metadata={
-            "help": "with sampled parses: sample one program per parse, or enumerate every program (the exact "
-            "expectation over the selection; default: enumerate for all, else sample)"
+            "help": "with sampled parses: sample one program per parse, or enumerate every program (each sample's "
+            "marginal likelihood over the selection; default: enumerate for all, else sample)"
         },
     )
     stop_at_exact_match: float = field(default=1.0, metadata={"help": "stop once validation exact match reaches it"})

@@ -54,12 +54,12 @@ DEFAULT_PARSE_MODE = {task: "tokens" for task in TASK_LIBRARY} | {
 # Δ runs exactly on this many sampled parses per example in training (score-function gradient) for the string
 # tasks, whose programs run hundreds of steps: there Δ's soft run turns a 1e-5 parse uncertainty into a wrong
 # answer (experiments/README.md); short programs (arithmetic, fibonacci) learn through the soft run.
-# `all` samples too: Δ then runs one program per example (the sampled one) on the integer interpreter, so a
-# library of 14 programs costs about one program's run.
-DEFAULT_PARSE_SAMPLES = {"sort": 8, "sort_spaced": 8, "reverse": 8, "count": 8, "strlen": 8, "all": 8}
+# `all` samples too: with `enumerate` (its default) each sampled parse runs all 14 programs on the integer
+# interpreter (B·S·P runs, about 2x a step of one program per parse).
+DEFAULT_PARSE_SAMPLES = {"sort": 8, "sort_spaced": 8, "reverse": 8, "count": 8, "strlen": 8, "all": 4}
 # How sampled parses choose their program in training (`delta_program_choice`; the rest: "sample"): with 14
 # programs one sampled program per parse does not learn the selection (experiments/mixed_selection.py); every
-# program per parse (the exact expectation over the selection) does, at about 2x a step's cost at S = 8.
+# program per parse (each sample's marginal likelihood over the selection) learns it, slowly (README "One model").
 DEFAULT_PROGRAM_CHOICE = {"all": "enumerate"}
 # `delta_min_answer_probability` of the models trained here: of the default sort checkpoint's 30 silently wrong
 # answers to the own-words questions, none had probability above 0.06 (README "Asked in other words").

@@ -48,9 +48,9 @@ class LlamaDeltaConfig(LlamaConfig):
     delta_parse_mode (`str`): `last_token` (the paper: one vector from the last token), `slots` (one learned
         query per parsed cell/register/selection, attending over all token states), or `tokens` (every token
         emits up to `delta_elements_per_token` cell values, placed in order from m[0]; registers and selection
-        from the last token), or `mixed` (one parse for the whole library: registers from slot queries copying
-        the numeral a token spells, cells as `tokens` with an end-of-sequence gate per token, the selection from a
-        query; `parsing.MixedParser`).
+        from the last token), or `mixed` (one parse for the whole library: registers copied by slot queries from
+        the tokens that write a value, numerals and one-character tokens, cells as `tokens` with an end-of-sequence
+        gate per token, the selection from a query; `parsing.MixedParser`).
     delta_elements_per_token (`int`): for `tokens` parsing, how many cell values one token can spell.
     delta_token_values (`dict[str, int | list[int]]`): token id -> the value(s) the token spells, copied instead of
         classified. `slots`: one value per token, read as decimal numerals (Llama 3 spells 0..999 as single
@@ -58,8 +58,9 @@ class LlamaDeltaConfig(LlamaConfig):
         slot attending to a numeral's last token copies its value (a pointer, exact for a sharp attention).
         `tokens` and `mixed`: up to
         `delta_elements_per_token` values per token (the characters of "abc" are [97, 98, 99]); the token's
-        elements take those values and only their gates are learned. Tokens not listed fall back to the
-        learned classifier. `mixed` also reads a token whose characters are all digits as the numeral they write.
+        elements take those values and only their gates are learned. Under `tokens` and `slots` tokens not listed
+        fall back to the learned classifier; under `mixed` a token not listed writes nothing, and a token whose
+        characters are all digits also writes the numeral they spell (for a register).
     delta_input_cells (`int`): memory cells `m[0..k-1]` the head writes (the rest start at 0).
     delta_input_registers (`int`): registers `r0..r(k-1)` the head writes (never `sp`/`ra`).
     delta_answer_source (`str`): `registers` or `memory`: where the answer is read after the run; `program`: where
@@ -74,14 +75,16 @@ class LlamaDeltaConfig(LlamaConfig):
         the soft parse straight through; off: Δ runs on the soft parse itself (the paper).
     delta_parse_samples (`int`): 0: Δ runs on the parse itself (the paper, or straight-through). `S >= 2`: in
         training Δ runs exactly on `S` one-hot parses sampled from the head's distributions per example, each
-        with one library program sampled from the selection, and the head learns from the score-function
+        with one library program sampled from the selection (`delta_program_choice = "sample"`; `enumerate` runs
+        every program), and the head learns from the score-function
         (REINFORCE) gradient with a leave-one-out baseline; in evaluation Δ runs the arg-max parse and program.
         These runs take the integer interpreter (`discrete.py`). For long programs, where Δ's soft run is
         unstable (a 1e-5 parse uncertainty grows into a wrong sort over ~250 steps: experiments/README.md).
     delta_program_choice (`str`): with `delta_parse_samples`, in training: `sample` (each sampled parse runs one
         program drawn from the selection, score-function gradient for it too) or `enumerate` (each sampled parse
-        runs under every program, B·S·P exact runs, and the loss is the exact expectation over the selection: an
-        exact gradient for the selection, the score function for the parse).
+        runs under every program, B·S·P exact runs; each sample's loss is its marginal answer NLL over the
+        programs, -log sum_p selection_p P(answer | parse, p), per answer element, the selection's gradient
+        selection - posterior per question, exact; the score function for the parse).
     delta_checkpoint_steps (`int`): gradient checkpointing over blocks of this many Δ steps (0: off).
     delta_size_per_question (`bool`): on (new configs): outside training, runs on the integer interpreter (one
         program, an exactly one-hot parse) size Δ per batch from the parsed input: the `tokens` parse holds up to

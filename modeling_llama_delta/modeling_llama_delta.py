@@ -854,7 +854,8 @@ def score_function_loss(
     answer_logits (B, S, K, n) log-probabilities from Δ's exact runs, labels (B, K) (-100: padding), log_q (B, S)
     the samples' log-probabilities under the head. Each sample's loss is its mean answer NLL; its baseline is the
     mean loss of the other samples of the same example (leave-one-out). The value returned is the mean sample
-    loss; its gradient adds (loss - baseline) * d log q for the parse to the exact gradient for the selection.
+    loss; its gradient adds (loss - baseline) * d log q for the parse (one program per sample: the selection learns
+    through log q).
     With `selection` (B, P) (`delta_program_choice = "enumerate"`), answer_logits are (B, S, P, K, n), each sample
     run under every program, and a sample's loss is its marginal answer NLL over the programs, per answer element:
     -log(sum_p selection_p * P(answer | sample, p)) / K (log q is then the parse's alone). The selection logits get

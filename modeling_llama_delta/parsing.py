@@ -266,9 +266,9 @@ class TokenParser(DeltaParser):
 class MixedParser(DeltaParser):
     """`mixed`: ONE parse for the whole library, numbers into registers and sequences into memory in one pass.
 
-    Registers: one learned query per input register attends over the tokens (as `slots`); where the attended token
-    ends a numeral, the numeral's value is copied, and the slot's classifier fills the rest of the mass (`count`'s
-    character code point comes from it). Cells: each token emits up to `k` elements (as `tokens`), the characters
+    Registers: one learned query per input register attends only over the tokens that write a value (a numeral's
+    last token: its value; a token of one non-digit character: its code point, `count`'s character) and copies it
+    (`copy_register_values`; no classifier). Cells: each token emits up to `k` elements (as `tokens`), the characters
     it spells, copied, with learned gates, compacted in order from m[0]. The selection: one more query. ONE token
     table, `delta_token_values` (the code points each token spells): a token whose characters are all digits
     spells the numeral they write ("118" is 118 for a register while its characters '1', '1', '8' can be cells).
