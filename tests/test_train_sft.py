@@ -18,7 +18,7 @@ from llama_delta.collator import DeltaCollator
 from llama_delta.plotting import plot_task_results
 from llama_delta.report import measured_results, results_table, task_results, task_table
 from llama_delta.rom_check import assert_library_unchanged, library_snapshot
-from llama_delta.task_settings import delta_settings, elements_per_token, input_spans, load_task_data
+from llama_delta.task_settings import TASK_LIBRARY, delta_settings, elements_per_token, input_spans, load_task_data
 from llama_delta.text_baseline import parse_answer_text
 from llama_delta.tokenizer import load_llama3_tokenizer
 from modeling_llama_delta import LlamaDeltaForAlgorithmicQA, assemble
@@ -162,6 +162,26 @@ def test_count_end_to_end_with_heldout_phrasings(tmp_path):
     delta = report["delta"]
     assert delta["programs"] == ["count"] and delta["delta_input_registers"] == 1
     assert delta["delta_answer_source"] == "registers" and delta["delta_memory_size"] == 5  # length 4 + terminator
+
+
+def test_one_model_end_to_end(tmp_path):
+    """`--task all` on three of the mixture's tasks: one checkpoint holding every program they need, the mixed parse,
+    answers in registers and in memory, program accuracy per task, the per-task plot and card rows."""
+    tasks = '{"tasks": ["arithmetic", "sort", "addition"], "heldout_phrasing_size": 6}'
+    extra = ["--dataset_size", "30", "--ood_size", "3", "--dataset_kwargs", tasks, "--max_test_samples", "24"]
+    report = sft.main(tiny_args(tmp_path, "all", *extra))
+    out = tmp_path / "run"
+    ood = {f"sort_ood_length_{n}" for n in (24, 48)} | {f"addition_ood_length_{n}" for n in (16, 32)}
+    check_results(report, out, {"test", "heldout_phrasing"} | ood)
+    delta = report["delta"]
+    assert delta["programs"] == sorted(TASK_LIBRARY["all"]) and len(delta["programs"]) == 14  # the whole library
+    assert delta["delta_parse_mode"] == "mixed" and delta["delta_answer_source"] == "program"
+    assert delta["delta_program_choice"] == "enumerate" and delta["delta_min_answer_probability"] == 0.5
+    test = report["results"]["test"]
+    assert {f"program_accuracy/task={task}" for task in ("arithmetic", "sort", "addition")} <= set(test)
+    assert (out / "tasks.png").stat().st_size > 0
+    card = (out / "hub" / "README.md").read_text()
+    assert "| sort | test | program_accuracy |" in card and "| all | test | exact_match |" in card
 
 
 def test_sort_end_to_end(tmp_path):
