@@ -117,6 +117,7 @@ def sort_model_and_data(tmp_path_factory):
     backbone = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
     # Room for every token's element: the random gates emit words too, which fixed cells would refuse.
     cells = {"delta_memory_size": 32, "delta_input_cells": 32, "delta_answer_length": 32}
+    cells["delta_min_answer_probability"] = 0.0  # random gates are unsure: answer anyway, to compare the machines
     model = build_delta_model(
         None, backbone_kwargs={**backbone, "num_key_value_heads": 1}, **settings.delta_config | cells
     )
