@@ -82,12 +82,7 @@ def results_table(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> s
             metrics = results[method].get(split)
             row += ["-", "-"] if metrics is None else [f"{metrics[k]:.2%}" for k in ("exact_match", "element_accuracy")]
         rows.append(row)
-    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [header, *rows]
-    ]
-    return "\n".join([lines[0], "  ".join("-" * width for width in widths), *lines[1:]])
+    return text_table(header, rows)
 
 
 def task_results(results: Mapping[str, Mapping[str, float]]) -> dict[str, dict]:
@@ -123,11 +118,17 @@ def task_table(results: Mapping[str, Mapping[str, float]]) -> str:
         ood = [f"{percent(value)} ({split.split('_ood_')[1]})" for split, value in row["ood"]]
         ood += ["-"] * (most_ood - len(ood))
         rows.append([task, percent(row["test"]), percent(row["heldout_phrasing"]), *ood, percent(row["program"])])
+    return text_table(header, rows)
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, a rule under the header."""
     widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
     lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in [header, *rows]
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *rows]
     ]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+    return "\n".join([lines[0], "  ".join("-" * width for width in widths), *lines[1:]])
 
 
 def _trailing_number(split: str) -> int:

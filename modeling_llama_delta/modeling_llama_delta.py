@@ -345,7 +345,14 @@ class RunReport:
             sequence = cells.amax(-1).prod(-1) if cells.shape[1] else cells.new_ones(len(cells))
             elements = [cells.shape[1]] * cells.shape[0]  # fixed cells: all of them are the input
         refusals: list[str | None] = [None] * cells.shape[0]
-        report = cls(elements, cells.shape[1], registers.prod(-1) * sequence, refusals, False, registers, sequence)
+        report = cls(
+            elements,
+            cells.shape[1],
+            registers.prod(-1) * sequence,
+            refusals,
+            register_probability=registers,
+            sequence_probability=sequence,
+        )
         for example, count in enumerate(elements):
             if count > report.capacity:
                 bound = "n, Δ's memory bound" if report.capacity == n else "delta_input_cells"
