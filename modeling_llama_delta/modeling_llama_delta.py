@@ -739,6 +739,8 @@ class LlamaDeltaForAlgorithmicQA(LlamaDeltaPreTrainedModel):
         represent it."""
         n, context = self.config.delta_word_size, self.config.max_position_embeddings
         name = "the question" if index is None else f"question {index}"
+        if not question.strip():
+            raise ValueError(f"{name} is empty: there is nothing to parse")
         if num_tokens > context:
             raise ValueError(f"{name} has {num_tokens} tokens; the model's context is {context}")
         # A `mixed` parse checks the numerals its chosen program reads itself (`RunReport.check_program_inputs`), so

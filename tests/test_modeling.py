@@ -469,6 +469,9 @@ def test_solve_refuses_what_it_cannot_represent(llama3_vocab_model, llama3_token
         llama3_vocab_model.solve(["What is 1 plus 1?", "What is " + "1 plus " * 40 + "1?"], llama3_tokenizer)
     with pytest.raises(ValueError, match=r"question 0 mentions 16, outside 0..15"):
         llama3_vocab_model.solve("What is 16 plus 3?", llama3_tokenizer)
+    for empty in ("", "  \n"):
+        with pytest.raises(ValueError, match="question 1 is empty"):
+            llama3_vocab_model.solve(["What is 1 plus 1?", empty], llama3_tokenizer)
     for question in ("What is 3 plus 16 (mod 15)?", "What is 5 mod 16?", "What is 5 modulo 16?"):
         with pytest.raises(ValueError, match=r"question 0 mentions 16, outside 0..15"):
             llama3_vocab_model.solve(question, llama3_tokenizer)
